@@ -1,0 +1,66 @@
+"""Atomic `.keras` files that also carry the model's facts (task, scale, input convention).
+
+Keras ignores unknown members of a `.keras` zip, so the facts travel inside the file as
+`pnen_tf.json`: a model copied on its own can still be restored, exported or evaluated.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+
+import keras
+
+INFO_MEMBER = "pnen_tf.json"
+
+
+def _atomic_target(path):
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=directory)
+    os.close(fd)
+    return tmp
+
+
+def save_model(model, path, info=None):
+    """Save `model` to `path` (`.keras`) atomically, with `info` (a JSON-able dict) inside.
+
+    The file is written beside the target and renamed over it, so a crash mid-write never
+    leaves a truncated model where a good one was.
+    """
+    if not str(path).endswith(".keras"):
+        raise ValueError(f"save_model: {path!r} must end in '.keras'")
+    tmp = _atomic_target(path)
+    try:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(INFO_MEMBER, json.dumps(info or {}, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_info(path):
+    """The facts dict saved by `save_model`, or `{}` for a `.keras` file saved by plain Keras."""
+    _check_model_file(path)
+    with zipfile.ZipFile(path) as archive:
+        if INFO_MEMBER not in archive.namelist():
+            return {}
+        return json.loads(archive.read(INFO_MEMBER))
+
+
+def load_model(path, compile=False):
+    """Load a `.keras` file with `safe_mode=True`; our layers are registered on import."""
+    import pnen_tf.layers  # noqa: F401  (registers the serialisable layers)
+
+    _check_model_file(path)
+    return keras.saving.load_model(path, compile=compile, safe_mode=True)
+
+
+def _check_model_file(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {path!r}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path!r} is not a .keras model file (not a zip archive)")
