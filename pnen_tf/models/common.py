@@ -1,0 +1,29 @@
+"""Pieces the model builders share: the non-local block factory and the image input."""
+
+import keras
+
+from pnen_tf.layers import NonLocalBlock, PyramidNonLocalBlock
+
+NONLOCAL_BLOCKS = (None, "nlb", "pnb")
+
+
+def check_nonlocal(nonlocal_block):
+    if nonlocal_block not in NONLOCAL_BLOCKS:
+        raise ValueError(f"nonlocal_block must be one of {NONLOCAL_BLOCKS}, got {nonlocal_block!r}")
+
+
+def make_nonlocal(kind, variant, options, name):
+    """A PNB or NLB layer; `variant` None takes each block's default ("official")."""
+    options = dict(options or {})
+    if variant is not None:
+        options["variant"] = variant
+    if kind == "pnb":
+        return PyramidNonLocalBlock(name=name, **options)
+    return NonLocalBlock(name=name, **options)
+
+
+def image_input(in_channels, name="image"):
+    """Dynamic batch, height and width: whole images of any size go through the same model."""
+    if in_channels not in (1, 3):
+        raise ValueError(f"in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels!r}")
+    return keras.Input(shape=(None, None, in_channels), name=name)

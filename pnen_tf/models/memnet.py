@@ -1,0 +1,47 @@
+"""MemNet (Tai et al., ICCV 2017) with optional non-local blocks, Section V."""
+
+import keras
+from keras import layers
+
+from pnen_tf.layers import MemoryBlock, WeightedSum
+from pnen_tf.layers.memory_block import apply_unit, bn_relu_conv
+from pnen_tf.models.common import image_input, make_nonlocal
+
+# "One PNB ahead of every five memory blocks": before blocks 1 and 6 of M6R6.
+DEFAULT_NONLOCAL_BEFORE = (1, 6)
+# "Deeper" MemNet: the paper gives 1056k parameters but not the layout; nine memory blocks
+# (1070k convolution weights, +1.3%) is the closest stack of MemNet's own blocks.
+DEEPER_MEMORY_BLOCKS = 9
+
+
+def build_memnet(in_channels=1, channels=64, num_memory_blocks=6, num_recursions=6,
+                 nonlocal_block=None, nonlocal_variant=None, nonlocal_options=None,
+                 nonlocal_before=DEFAULT_NONLOCAL_BEFORE, deeper=False, multi_output=False,
+                 synchronized_bn=False):
+    """MemNet M{num_memory_blocks}R{num_recursions}.
+
+    FENet (BN-ReLU-Conv) -> memory blocks, each gating its recursive unit's short-term memories
+    with all earlier blocks' outputs -> the shared ReconNet (BN-ReLU-Conv) turns every block's
+    output into a residual, y_m = x + Recon(B_m), fused by learned weights (MemNet's
+    multi-supervision, like eq. 4-5). The input of super-resolution is the bicubic-upsampled image.
+    A non-local block placed before block b replaces B_{b-1} (in the chain and in the memories).
+    At 64 channels M6R6 has ~677k convolution weights; +2 PNB ~1047k.
+    """
+    if deeper:
+        num_memory_blocks = DEEPER_MEMORY_BLOCKS
+    image = image_input(in_channels)
+    fenet = bn_relu_conv(channels, 3, "fenet", synchronized_bn, None)
+    recon = bn_relu_conv(in_channels, 3, "recon", synchronized_bn, None)
+    memories = [apply_unit(fenet, image, None)]
+    estimates = []
+    for b in range(1, num_memory_blocks + 1):
+        if nonlocal_block is not None and b in nonlocal_before:
+            memories[-1] = make_nonlocal(nonlocal_block, nonlocal_variant, nonlocal_options,
+                                         f"{nonlocal_block}_{b}")(memories[-1])
+        block = MemoryBlock(num_recursions, synchronized_bn=synchronized_bn, name=f"memory_{b}")
+        memories.append(block(list(memories)))
+        residual = apply_unit(recon, memories[-1], None)
+        estimates.append(layers.Add(name=f"estimate_{b}")([image, residual]))
+    output = WeightedSum(name="fusion")(estimates)
+    outputs = [output] + estimates if multi_output else output
+    return keras.Model(image, outputs, name="memnet")
