@@ -1,0 +1,250 @@
+"""Restore whole images with a trained model: `pnen-tf restore` / `python -m pnen_tf.restore`.
+
+Whole images, never tiles: the pyramid non-local attention sees the entire picture. Any mode
+goes in (gray, RGB, RGBA, 16-bit PNG, EXIF-rotated JPEG) and comes out as PNG of the same
+mode and bit depth; alpha is passed through (bicubic-resized for super-resolution).
+
+The model's facts (`pnen_tf.saving.read_info`; `assets/pnen_tf.json` in a SavedModel) say
+how it is fed: 'lr' models take the low-resolution image and return a scale-times larger
+one (RDN), 'upsampled' models take the bicubic-upsampled image (MemNet, the paper's SR
+protocol), 'same' models keep the size (denoising, smoothing). Channels are adapted: a
+gray model restores the Y of an RGB image's BT.601 YCbCr (MATLAB `rgb2ycbcr`) with Cb, Cr
+kept (bicubic-upsampled for SR); an RGB model restores a gray image replicated to RGB and
+its output is brought back to gray with the BT.601 luma weights (0.299, 0.587, 0.114).
+
+Example:
+    pnen-tf restore photos/ --model rdn_x2.keras --output restored/ --compare
+"""
+
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+
+from pnen_tf import image_io
+from pnen_tf.imresize import imresize
+from pnen_tf.metrics import rgb_to_ycbcr, ycbcr_to_rgb
+
+MIN_SIDE = 2  # a single row or column carries no spatial context to restore from
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_PROBE = 16  # side of the zero image used to measure an undocumented model's scale
+
+
+class RestoreError(ValueError):
+    """A problem with one input image; its message names the file and the problem."""
+
+
+class Restorer:
+    """A loaded model plus its facts; `restore(pixels)` handles sizes and channels.
+
+    Args:
+        call: function from float32 [1, h, w, c] in [0, 1] to the model's [1, h', w', c].
+        info: the model's facts (`in_channels`, `scale`, `input`, ...).
+        notify: where one-off notes go (printed once each).
+    """
+
+    def __init__(self, call, info, notify=None):
+        self.call, self.info = call, dict(info)
+        self.in_channels = int(info["in_channels"])
+        self.scale = int(info.get("scale", 1))
+        self.input = info.get("input", "lr" if self.scale > 1 else "same")
+        self._notify = notify or (lambda message: print(message, file=sys.stderr))
+        self._noted = set()
+
+    def note(self, message):
+        if message not in self._noted:
+            self._noted.add(message)
+            self._notify(f"note: {message}")
+
+    def _network(self, x):
+        """Run the network on float32 [h, w, c] at the network's own input convention."""
+        if self.input == "upsampled" and self.scale > 1:
+            x = imresize(x, self.scale).numpy()
+        y = np.asarray(self.call(x[None].astype(np.float32)))[0]
+        expected = (x.shape[0] * self.scale, x.shape[1] * self.scale) if self.input == "lr" \
+            else x.shape[:2]
+        if y.shape[:2] != tuple(expected) or y.shape[-1] != self.in_channels:
+            raise RestoreError(f"model returned shape {y.shape} for input {x.shape}, "
+                               f"expected {tuple(expected) + (self.in_channels,)}")
+        return y
+
+    def restore(self, pixels):
+        """Restore float32 [H, W, C] (C = 1 or 3) pixels in [0, 1]; unclipped, same C."""
+        channels = pixels.shape[-1]
+        if min(pixels.shape[:2]) < MIN_SIDE:
+            raise RestoreError(f"image is {pixels.shape[1]}x{pixels.shape[0]} pixels; "
+                               f"at least {MIN_SIDE}x{MIN_SIDE} needed")
+        if channels == self.in_channels:
+            return self._network(pixels)
+        if self.in_channels == 1:
+            self.note("gray model on RGB images: restoring the Y of YCbCr, Cb/Cr kept")
+            ycbcr = rgb_to_ycbcr(pixels).astype(np.float32)
+            chroma = ycbcr[..., 1:]
+            if self.scale > 1:
+                chroma = imresize(chroma, self.scale).numpy()
+            y = self._network(ycbcr[..., :1])
+            return ycbcr_to_rgb(np.concatenate([y, chroma], -1)).astype(np.float32)
+        self.note("RGB model on gray images: gray replicated to RGB, output back to luma")
+        return (self._network(np.repeat(pixels, 3, -1)) @ _LUMA)[..., None]
+
+
+def _keras_call(model):
+    def call(x):
+        out = model(x, training=False)
+        # Multi-supervised models (eq. 5) list their outputs; the last one is the final image.
+        return out[-1] if isinstance(out, (list, tuple)) else out
+    return call
+
+
+def _load_saved_model(path):
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    (name, spec), = signature.structured_input_signature[1].items()
+
+    def call(x):
+        outputs = signature(**{name: tf.constant(x)})
+        return outputs[sorted(outputs)[-1]]
+
+    info_path = os.path.join(path, "assets", "pnen_tf.json")
+    info = {}
+    if os.path.isfile(info_path):
+        with open(info_path) as f:
+            info = json.load(f)
+    return call, spec.shape[-1], info
+
+
+def _load_keras(path):
+    from pnen_tf import saving
+
+    model = saving.load_model(path)
+    return _keras_call(model), model.inputs[0].shape[-1], saving.read_info(path)
+
+
+def load_restorer(path, scale=None, notify=None):
+    """A `Restorer` for a `.keras` file or SavedModel directory.
+
+    Missing facts are inferred and reported: channels from the input shape, the scale of an
+    'lr' model from its output size on a probe image. A same-size model given `scale` > 1
+    is taken to expect the bicubic-upsampled image ('upsampled').
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such model file or SavedModel directory")
+    if os.path.isdir(path):
+        call, channels, info = _load_saved_model(path)
+    else:
+        call, channels, info = _load_keras(path)
+    notes = []
+    if "in_channels" not in info:
+        info["in_channels"] = int(channels)
+        notes.append(f"{path} records no model facts: in_channels={channels} from its input")
+    if "input" not in info:
+        probe = np.asarray(call(np.zeros((1, _PROBE, _PROBE, info["in_channels"]), np.float32)))
+        ratio = probe.shape[1] // _PROBE
+        info["input"] = "lr" if ratio > 1 else ("upsampled" if (scale or 1) > 1 else "same")
+        info.setdefault("scale", ratio if ratio > 1 else (scale or 1))
+        notes.append(f"{path}: input convention {info['input']!r}, scale {info['scale']} "
+                     "inferred from a probe")
+    if scale is not None and int(scale) != int(info.get("scale", 1)):
+        raise ValueError(f"{path} is a x{info.get('scale', 1)} model, --scale {scale} asked")
+    restorer = Restorer(call, info, notify)
+    for message in notes:
+        restorer.note(message)
+    return restorer
+
+
+def expand_inputs(specs):
+    """Files named by each spec (a file, a folder's images, or a glob); unmatched specs kept.
+
+    A spec that names nothing is returned as is, so that reading it reports 'no such file'.
+    """
+    files = []
+    for spec in specs:
+        if os.path.isdir(spec):
+            files.extend(image_io.list_images(spec))
+        elif os.path.exists(spec) or not glob.has_magic(spec):
+            files.append(spec)
+        else:
+            files.extend(sorted(glob.glob(spec)) or [spec])
+    return files
+
+
+def _side_by_side(restorer, image, restored):
+    """input | output; the input bicubic-upscaled to the output size for SR."""
+    shown = image.pixels
+    if restorer.scale > 1:
+        shown = imresize(shown, output_size=restored.shape[:2]).numpy()
+    return np.concatenate([shown, restored], axis=1)
+
+
+def _output_name(path, used):
+    stem, ext = os.path.splitext(os.path.basename(path))
+    name = stem if stem not in used else f"{stem}_{ext.lstrip('.')}"
+    used.add(name)
+    return name
+
+
+def restore_file(restorer, path, output_dir, name, compare=False):
+    """Restore one file into `output_dir/name.png` (and `name_compare.png`)."""
+    image = image_io.read_image(path)
+    restored = restorer.restore(image.pixels)
+    alpha = image.alpha
+    if alpha is not None and restorer.scale > 1:
+        alpha = imresize(alpha, output_size=restored.shape[:2]).numpy()
+    image_io.write_image(os.path.join(output_dir, name + ".png"), restored, alpha,
+                         image.bit_depth)
+    if compare:
+        image_io.write_image(os.path.join(output_dir, name + "_compare.png"),
+                             _side_by_side(restorer, image, restored))
+
+
+def add_arguments(parser):
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image file, folder of images, or quoted glob such as 'shots/*.jpg'")
+    parser.add_argument("-o", "--output", required=True, help="folder for the restored PNGs")
+    parser.add_argument("--model", required=True, help=".keras file or SavedModel directory")
+    parser.add_argument("--scale", type=int, default=None,
+                        help="SR scale, only needed for a model that records no facts")
+    parser.add_argument("--compare", action="store_true",
+                        help="also write NAME_compare.png: input | output side by side")
+
+
+def run(args):
+    """Restore every input; one line per bad file, non-zero status if any failed."""
+    from tqdm import tqdm
+
+    try:
+        restorer = load_restorer(args.model, args.scale,
+                                 notify=lambda message: tqdm.write(message, file=sys.stderr))
+    except (OSError, ValueError) as error:
+        print(f"error: cannot load model: {error}", file=sys.stderr)
+        return 2
+    files, used, failed = expand_inputs(args.inputs), set(), 0
+    for path in tqdm(files, desc="restoring", unit="image", file=sys.stderr):
+        try:
+            restore_file(restorer, path, args.output, _output_name(path, used), args.compare)
+        except image_io.ImageReadError as error:  # its message names the file
+            failed += 1
+            tqdm.write(f"error: {error}", file=sys.stderr)
+        except RestoreError as error:
+            failed += 1
+            tqdm.write(f"error: {path}: {error}", file=sys.stderr)
+        except Exception as error:  # a model failure on one image must not stop the others
+            failed += 1
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            tqdm.write(f"error: {path}: model failed: {first_line}", file=sys.stderr)
+    print(f"restored {len(files) - failed} of {len(files)} files into {args.output}"
+          + (f"; {failed} failed" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv=None):
+    from pnen_tf import cli
+
+    return cli.main(["restore", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
