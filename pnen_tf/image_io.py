@@ -153,12 +153,17 @@ def write_image(path, pixels, alpha=None, bit_depth=8):
     ok, encoded = cv2.imencode(ext, bgr)
     if not ok:
         raise ValueError(f"{path}: OpenCV cannot encode a {ext!r} image")
+    write_atomically(path, encoded.tobytes())
+
+
+def write_atomically(path, data):
+    """Write `data` (bytes or str) to a temporary file beside `path`, then rename it over."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

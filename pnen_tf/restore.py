@@ -90,14 +90,6 @@ class Restorer:
         return (self._network(np.repeat(pixels, 3, -1)) @ _LUMA)[..., None]
 
 
-def _keras_call(model):
-    def call(x):
-        out = model(x, training=False)
-        # Multi-supervised models (eq. 5) list their outputs; the last one is the final image.
-        return out[-1] if isinstance(out, (list, tuple)) else out
-    return call
-
-
 def _load_saved_model(path):
     import tensorflow as tf
 
@@ -106,7 +98,8 @@ def _load_saved_model(path):
 
     def call(x):
         outputs = signature(**{name: tf.constant(x)})
-        return outputs[sorted(outputs)[-1]]
+        # A multi-output export lists Y first ([Y, Y_1, ..., Y_M], eq. 5): output_0.
+        return outputs[sorted(outputs)[0]]
 
     info_path = os.path.join(path, "assets", "pnen_tf.json")
     info = {}
@@ -118,9 +111,14 @@ def _load_saved_model(path):
 
 def _load_keras(path):
     from pnen_tf import saving
+    from pnen_tf.models import single_output
 
-    model = saving.load_model(path)
-    return _keras_call(model), model.inputs[0].shape[-1], saving.read_info(path)
+    model = single_output(saving.load_model(path))  # Y alone for multi-supervised models
+
+    def call(x):
+        return model(x, training=False)
+
+    return call, model.inputs[0].shape[-1], saving.read_info(path)
 
 
 def load_restorer(path, scale=None, notify=None):

@@ -1,0 +1,208 @@
+"""PSNR/SSIM of a model or a baseline on benchmark folders, as in the paper's Tables I, IV, V.
+
+    python -m training.evaluate --task sr --scale 3 --baseline bicubic --data Set5 Set14
+    python -m training.evaluate --model rdn_sigma30.keras --task denoise --sigma 30 \\
+        --data Set12 --out results/ --save restored/
+
+Whole images, never tiles. Each ground-truth image x (8-bit; 16-bit files are rounded to
+8 bits, alpha is dropped) gives a network input and a target:
+
+- sr: HR = modcrop(x, scale); LR = uint8(round(imresize(HR, 1/scale))) with MATLAB's
+  antialiased bicubic (`pnen_tf.imresize`). An 'lr' model (RDN) gets LR, an 'upsampled' one
+  (MemNet) gets imresize(LR, scale) unrounded; the target is HR. Measured on the Y of
+  BT.601 YCbCr with `scale` pixels shaved (Table V's protocol).
+- denoise: y = (x + sigma * n) / 255 with x on [0, 255] and n ~ N(0, 1) drawn by
+  `numpy.random.default_rng(seed)`, seed = CRC-32 of the file's base name, so every run and
+  every model sees the same noise; y is neither clipped nor rounded (DnCNN's Set12 protocol,
+  y = x + sigma/255 * randn). Measured on the image itself, no shave (Table IV).
+- smooth: the target is `training.smoothing.smooth_target(x, filter)` (WMF, L0 or SD
+  filter), the input is x. Measured on all RGB channels, no shave (Table I).
+
+Outputs are clipped and rounded to 8 bits before measuring, as a saved PNG would be
+(`pnen_tf.metrics`). Baselines: `bicubic` (sr: imresize(LR, scale)), `noisy` (denoise: the
+noisy input itself), `identity` (smooth: the unfiltered input).
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import zlib
+
+import numpy as np
+
+from pnen_tf import image_io
+from pnen_tf.imresize import imresize, modcrop
+from pnen_tf.metrics import calculate_psnr, calculate_ssim
+
+TASKS = ("smooth", "denoise", "sr")
+FILTERS = ("l0", "wmf", "sd")
+BASELINES = {"bicubic": "sr", "noisy": "denoise", "identity": "smooth"}
+
+
+def noise_seed(path):
+    """Seed of the denoising noise for an image: CRC-32 of its base name (stable across runs)."""
+    return zlib.crc32(os.path.basename(path).encode("utf-8"))
+
+
+def degrade(args, path, truth):
+    """(network input float32 in [0, 1], target uint8) for the ground truth `truth` (uint8)."""
+    if args.task == "sr":
+        hr = modcrop(truth, args.scale)
+        lr = image_io.to_integers(imresize(hr / 255.0, 1.0 / args.scale).numpy())
+        return lr.astype(np.float32) / 255.0, hr
+    if args.task == "denoise":
+        noise = np.random.default_rng(noise_seed(path)).standard_normal(truth.shape)
+        return ((truth + args.sigma * noise) / 255.0).astype(np.float32), truth
+    from training.smoothing import smooth_target  # only smoothing needs the filters
+
+    return truth.astype(np.float32) / 255.0, smooth_target(truth, args.filter)
+
+
+def baseline(name, scale):
+    """The restore function of a baseline: bicubic upscaling or the input unchanged."""
+    if name == "bicubic":
+        return lambda pixels: imresize(pixels, scale).numpy()
+    return lambda pixels: pixels
+
+
+def measure(args, path, restore):
+    """(PSNR, SSIM, restored uint8) of one image; raises `ImageReadError` for a bad file."""
+    truth = image_io.to_integers(image_io.read_image(path).pixels)
+    pixels, target = degrade(args, path, truth)
+    restored = image_io.to_integers(restore(pixels))
+    if restored.shape != target.shape:
+        raise ValueError(f"{path}: restored shape {restored.shape} != target {target.shape}")
+    y = args.test_y_channel
+    return (calculate_psnr(target, restored, args.shave, y),
+            calculate_ssim(target, restored, args.shave, y), restored)
+
+
+def evaluate_folder(args, folder, restore):
+    """Per-image rows {'image', 'psnr', 'ssim'} and the number of images that failed."""
+    rows, failed = [], 0
+    paths = image_io.list_images(folder) if os.path.isdir(folder) else []
+    if not paths:
+        print(f"error: {folder}: not a folder with images", file=sys.stderr)
+        return rows, 1
+    for path in paths:
+        try:
+            psnr, ssim, restored = measure(args, path, restore)
+        except ValueError as error:  # ImageReadError, too small, wrong shape: name and go on
+            print(f"error: {error}" if path in str(error) else f"error: {path}: {error}",
+                  file=sys.stderr)
+            failed += 1
+            continue
+        name = os.path.basename(path)
+        rows.append({"image": name, "psnr": psnr, "ssim": ssim})
+        if args.save:
+            stem = os.path.splitext(name)[0]
+            out = os.path.join(args.save, os.path.basename(os.path.normpath(folder)), stem)
+            image_io.write_image(out + ".png", restored / 255.0)
+    return rows, failed
+
+
+def format_table(folder, rows):
+    """A per-image PSNR/SSIM table with the average last, as the paper reports averages."""
+    lines = [f"{folder}", f"{'image':<24} {'PSNR':>8} {'SSIM':>7}"]
+    lines += [f"{r['image']:<24} {r['psnr']:>8.2f} {r['ssim']:>7.4f}" for r in rows]
+    if rows:
+        lines.append(f"{'average':<24} {np.mean([r['psnr'] for r in rows]):>8.2f} "
+                     f"{np.mean([r['ssim'] for r in rows]):>7.4f}")
+    return "\n".join(lines)
+
+
+def write_reports(out_dir, config, results):
+    """`per_image.csv` (folder, image, psnr, ssim) and `results.json` (config + averages)."""
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["folder", "image", "psnr", "ssim"])
+    for folder, rows in results.items():
+        writer.writerows([folder, r["image"], f"{r['psnr']:.4f}", f"{r['ssim']:.6f}"] for r in rows)
+    image_io.write_atomically(os.path.join(out_dir, "per_image.csv"), table.getvalue())
+    summary = {name: {"psnr": float(np.mean([r["psnr"] for r in rows])) if rows else None,
+                      "ssim": float(np.mean([r["ssim"] for r in rows])) if rows else None,
+                      "images": rows} for name, rows in results.items()}
+    report = json.dumps({"config": config, "folders": summary}, indent=2)
+    image_io.write_atomically(os.path.join(out_dir, "results.json"), report + "\n")
+
+
+def add_arguments(parser):
+    parser.add_argument("--task", choices=TASKS, help="default: the model's recorded task")
+    parser.add_argument("--scale", type=int, help="SR scale factor (2, 3, 4)")
+    parser.add_argument("--sigma", type=float, help="Gaussian noise level on [0, 255]")
+    parser.add_argument("--filter", choices=FILTERS, help="smoothing filter to reproduce")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help=".keras file or SavedModel directory")
+    source.add_argument("--baseline", choices=BASELINES)
+    parser.add_argument("--data", nargs="+", required=True, metavar="DIR",
+                        help="benchmark folders of ground-truth images")
+    parser.add_argument("--out", help="folder for per_image.csv and results.json")
+    parser.add_argument("--save", help="folder for the restored images (one subfolder per set)")
+    parser.add_argument("--test-y-channel", action=argparse.BooleanOptionalAction,
+                        help="measure RGB on BT.601 Y (default: yes for sr, no otherwise)")
+    parser.add_argument("--shave", type=int, help="border pixels ignored (default: scale)")
+
+
+def _resolve(args, info):
+    """Fill unset options from the model's facts and the task's protocol; check them."""
+    for key in ("task", "scale", "sigma", "filter"):
+        if getattr(args, key) is None and info.get(key) is not None:
+            setattr(args, key, info[key])
+    if args.task is None:
+        raise ValueError("--task is needed (the model records none)")
+    if info.get("task") not in (None, args.task):
+        raise ValueError(f"the model was trained for {info['task']!r}, not {args.task!r}")
+    if args.baseline and BASELINES[args.baseline] != args.task:
+        raise ValueError(f"baseline {args.baseline!r} is for task {BASELINES[args.baseline]!r}")
+    needs = {"sr": ("scale", lambda v: v is not None and v >= 2),
+             "denoise": ("sigma", lambda v: v is not None and v >= 0),
+             "smooth": ("filter", lambda v: v in FILTERS)}
+    key, valid = needs[args.task]
+    if not valid(getattr(args, key)):
+        raise ValueError(f"--task {args.task} needs a valid --{key}, got {getattr(args, key)}")
+    args.scale = args.scale if args.task == "sr" else 1
+    if args.test_y_channel is None:
+        args.test_y_channel = args.task == "sr"
+    if args.shave is None:
+        args.shave = args.scale if args.task == "sr" else 0
+
+
+def run(args):
+    """Evaluate every folder; prints tables, writes reports; non-zero status on failures."""
+    try:
+        restorer = None
+        if args.model:
+            from pnen_tf.restore import load_restorer
+
+            restorer = load_restorer(args.model, args.scale if args.task == "sr" else None)
+        _resolve(args, restorer.info if restorer else {})
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    restore = restorer.restore if restorer else baseline(args.baseline, args.scale)
+    results, failed = {}, 0
+    for folder in args.data:
+        rows, folder_failed = evaluate_folder(args, folder, restore)
+        failed += folder_failed
+        results[os.path.basename(os.path.normpath(folder))] = rows
+        print(format_table(folder, rows) + "\n")
+    if args.out:
+        config = {k: getattr(args, k) for k in ("task", "scale", "sigma", "filter", "model",
+                                                "baseline", "test_y_channel", "shave")}
+        write_reports(args.out, config, results)
+    if failed:
+        print(f"{failed} image(s) or folder(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv=None):
+    from pnen_tf import cli
+
+    return cli.main(["evaluate", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
