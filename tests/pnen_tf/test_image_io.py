@@ -1,0 +1,98 @@
+"""Image reading/writing: modes, 16 bits, alpha, EXIF orientation, bad files, atomic writes."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from pnen_tf.image_io import (ImageReadError, _orient, list_images, read_image, to_integers,
+                              write_image)
+
+
+@pytest.mark.parametrize("channels,alpha", [(1, False), (3, False), (3, True), (1, True)])
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_round_trip_keeps_values_mode_and_depth(tmp_path, channels, alpha, bit_depth):
+    rng = np.random.default_rng(channels + bit_depth)
+    top = 2**bit_depth - 1
+    pixels = rng.integers(0, top + 1, (5, 7, channels)) / top
+    a = rng.integers(0, top + 1, (5, 7, 1)) / top if alpha else None
+    write_image(tmp_path / "x.png", pixels, a, bit_depth)
+    image = read_image(tmp_path / "x.png")
+    assert image.bit_depth == bit_depth
+    # gray + alpha is stored as RGBA (OpenCV's encoders take gray, BGR or BGRA)
+    expected = pixels if channels == 3 or not alpha else np.repeat(pixels, 3, -1)
+    np.testing.assert_array_equal(to_integers(image.pixels, bit_depth),
+                                  to_integers(expected, bit_depth))
+    if alpha:
+        np.testing.assert_array_equal(to_integers(image.alpha, bit_depth),
+                                      to_integers(a, bit_depth))
+    else:
+        assert image.alpha is None
+
+
+def test_sixteen_bit_values_survive(tmp_path):
+    pixels = np.array([[[1000], [65535]]]) / 65535
+    write_image(tmp_path / "g.png", pixels, bit_depth=16)
+    assert Image.open(tmp_path / "g.png").mode.startswith("I")  # really 16 bits on disk
+    np.testing.assert_array_equal(to_integers(read_image(tmp_path / "g.png").pixels, 16),
+                                  [[[1000], [65535]]])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_matches_pillow_exif_transpose(orientation):
+    a = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    image = Image.fromarray(a)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.info["exif"] = exif.tobytes()
+    expected = np.asarray(ImageOps.exif_transpose(image))
+    np.testing.assert_array_equal(_orient(a[..., None], orientation)[..., 0], expected)
+
+
+def test_exif_orientation_is_applied_when_reading(tmp_path):
+    a = np.zeros((20, 40, 3), np.uint8)
+    a[:, 20:] = 255  # right half white
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
+    Image.fromarray(a).save(tmp_path / "photo.jpg", exif=exif.tobytes(), quality=95)
+    pixels = read_image(tmp_path / "photo.jpg").pixels
+    assert pixels.shape == (40, 20, 3)
+    assert pixels[30:, :, :].mean() > 0.9 and pixels[:10].mean() < 0.1  # white now at bottom
+
+
+@pytest.mark.parametrize("make,problem", [
+    (lambda p: None, "no such file"),
+    (lambda p: p.write_bytes(b""), "empty file"),
+    (lambda p: p.write_text("not an image"), "not an image"),
+    (lambda p: p.write_bytes(_png_bytes(p)[:70]), "truncated"),
+])
+def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, make, problem):
+    path = tmp_path / "bad.png"
+    make(path)
+    with pytest.raises(ImageReadError, match=problem) as info:
+        read_image(path)
+    assert str(path) in str(info.value)
+
+
+def _png_bytes(path):
+    write_image(path, np.random.default_rng(0).random((16, 16, 3)))
+    return path.read_bytes()
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
+    path = tmp_path / "x.png"
+    write_image(path, np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="16-bit"):
+        write_image(tmp_path / "x.jpg", np.zeros((4, 4, 3)), bit_depth=16)
+    with pytest.raises(ValueError, match=r"\[H, W, 1\]"):
+        write_image(path, np.zeros((4, 4, 2)))
+    assert os.listdir(tmp_path) == ["x.png"]
+    assert read_image(path).pixels.shape == (4, 4, 3)
+
+
+def test_list_images_by_extension_sorted(tmp_path):
+    for name in ("b.PNG", "a.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "dir.png").mkdir()
+    assert [os.path.basename(p) for p in list_images(tmp_path)] == ["a.jpg", "b.PNG"]

@@ -1,0 +1,145 @@
+"""Restoring images: input conventions, channel adaptation, model facts, the CLI and bad files."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pnen_tf import cli, restore, saving
+from pnen_tf.image_io import read_image, to_integers, write_image
+from pnen_tf.imresize import imresize
+from pnen_tf.metrics import rgb_to_ycbcr
+from pnen_tf.models import build
+from pnen_tf.restore import Restorer, RestoreError, load_restorer
+
+RDN_X2 = {"model": "rdn", "task": "sr", "scale": 2, "in_channels": 3, "input": "lr"}
+
+
+@pytest.fixture(scope="module")
+def rdn_x2(tmp_path_factory):
+    model = build("rdn", scale=2, in_channels=3, channels=8, num_blocks=2, num_layers=2, growth=8)
+    path = str(tmp_path_factory.mktemp("models") / "rdn_x2.keras")
+    saving.save_model(model, path, RDN_X2)
+    return path, model
+
+
+def _identity(info):
+    return Restorer(lambda x: x, info, notify=lambda message: None)
+
+
+def test_same_size_model_on_matching_channels_is_applied_directly():
+    r = Restorer(lambda x: 1 - x, {"in_channels": 3, "input": "same"})
+    x = np.random.default_rng(0).random((5, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(r.restore(x), 1 - x)
+
+
+def test_upsampled_model_gets_the_bicubic_image():
+    r = _identity({"in_channels": 3, "scale": 3, "input": "upsampled"})
+    x = np.random.default_rng(1).random((5, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(r.restore(x), imresize(x, 3).numpy(), atol=1e-6)
+
+
+def test_gray_model_restores_y_and_keeps_chroma():
+    seen = []
+    r = Restorer(lambda x: seen.append(x) or x + 0.1, {"in_channels": 1, "input": "same"},
+                 notify=seen.append)
+    x = np.random.default_rng(2).random((6, 5, 3)).astype(np.float32) * 0.5 + 0.2
+    out = r.restore(x)
+    np.testing.assert_allclose(seen[1], rgb_to_ycbcr(x)[None, ..., :1], atol=1e-6)
+    ycbcr = rgb_to_ycbcr(out)
+    np.testing.assert_allclose(ycbcr[..., 0], rgb_to_ycbcr(x)[..., 0] + 0.1, atol=1e-5)
+    np.testing.assert_allclose(ycbcr[..., 1:], rgb_to_ycbcr(x)[..., 1:], atol=1e-5)
+    assert "gray model on RGB" in seen[0]
+
+
+def test_rgb_model_on_gray_image_returns_luma():
+    r = _identity({"in_channels": 3, "input": "same"})
+    x = np.random.default_rng(3).random((4, 4, 1)).astype(np.float32)
+    np.testing.assert_allclose(r.restore(x), x, atol=1e-6)
+
+
+def test_wrong_model_output_and_tiny_images_are_reported():
+    with pytest.raises(RestoreError, match="expected"):
+        Restorer(lambda x: x[:, :-1], {"in_channels": 1, "input": "same"}).restore(
+            np.zeros((4, 4, 1), np.float32))
+    with pytest.raises(RestoreError, match="1x1 pixels"):
+        _identity({"in_channels": 1, "input": "same"}).restore(np.zeros((1, 1, 1), np.float32))
+
+
+def test_keras_file_facts_are_read(rdn_x2):
+    r = load_restorer(rdn_x2[0])
+    assert (r.in_channels, r.scale, r.input) == (3, 2, "lr")
+    with pytest.raises(ValueError, match="x2 model, --scale 3"):
+        load_restorer(rdn_x2[0], scale=3)
+
+
+def test_facts_are_inferred_for_a_plain_keras_file(tmp_path, rdn_x2):
+    path = str(tmp_path / "plain.keras")
+    rdn_x2[1].save(path)
+    notes = []
+    r = load_restorer(path, notify=notes.append)
+    assert (r.in_channels, r.scale, r.input) == (3, 2, "lr")
+    assert any("inferred" in n for n in notes)
+
+
+def test_saved_model_directory_with_info_asset(tmp_path):
+    inputs = keras.Input((None, None, 1))
+    model = keras.Model(inputs, keras.layers.Rescaling(0.5)(inputs))
+    module = tf.Module()
+    module.f = tf.function(lambda images: {"output_0": model(images)},
+                           input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)])
+    path = str(tmp_path / "saved")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.f})
+    with open(os.path.join(path, "assets", "pnen_tf.json"), "w") as f:
+        json.dump({"task": "denoise", "scale": 1, "in_channels": 1, "input": "same"}, f)
+    r = load_restorer(path)
+    assert r.info["task"] == "denoise"
+    np.testing.assert_allclose(r.restore(np.ones((3, 4, 1), np.float32)), 0.5)
+
+
+def test_cli_restores_any_mode_and_reports_bad_files(tmp_path, rdn_x2, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    rng = np.random.default_rng(4)
+    write_image(src / "rgb.png", rng.random((10, 12, 3)))
+    write_image(src / "rgba16.png", rng.random((9, 7, 3)), rng.random((9, 7, 1)), 16)
+    write_image(src / "gray.png", rng.random((8, 6, 1)))
+    write_image(src / "tiny.png", rng.random((1, 1, 3)))
+    (src / "empty.png").write_bytes(b"")
+    (src / "text.png").write_text("hello")
+    (src / "trunc.png").write_bytes((src / "rgb.png").read_bytes()[:60])
+    missing = str(tmp_path / "missing.png")
+    status = cli.main(["restore", str(src), missing, "-o", str(out), "--model", rdn_x2[0],
+                       "--compare"])
+    err = capsys.readouterr().err
+    assert status == 1
+    for name, problem in [("empty.png", "empty file"), ("text.png", "not an image"),
+                          ("trunc.png", "truncated"), ("tiny.png", "1x1 pixels"),
+                          ("missing.png", "no such file")]:
+        assert any(name in line and problem in line for line in err.splitlines()), (name, err)
+    assert "restored 3 of 8 files" in err and "5 failed" in err
+    rgba = read_image(out / "rgba16.png")
+    assert (rgba.bit_depth, rgba.pixels.shape, rgba.alpha.shape) == (16, (18, 14, 3), (18, 14, 1))
+    assert read_image(out / "gray.png").pixels.shape == (16, 12, 1)
+    assert read_image(out / "rgb_compare.png").pixels.shape == (20, 48, 3)
+    expected = rdn_x2[1](read_image(src / "rgb.png").pixels[None])[0]
+    np.testing.assert_array_equal(to_integers(read_image(out / "rgb.png").pixels),
+                                  to_integers(expected))
+
+
+def test_glob_input_and_module_entry_point(tmp_path, rdn_x2):
+    write_image(tmp_path / "a.png", np.zeros((4, 4, 3)))
+    write_image(tmp_path / "b.jpg", np.zeros((4, 4, 3)))
+    status = restore.main([str(tmp_path / "*.png"), "-o", str(tmp_path / "o"),
+                           "--model", rdn_x2[0]])
+    assert status == 0 and os.listdir(tmp_path / "o") == ["a.png"]
+
+
+def test_cli_usage_and_bad_model(tmp_path, capsys):
+    assert cli.main([]) == 2 and "restore" in capsys.readouterr().out
+    assert cli.main(["frobnicate"]) == 2 and "unknown command" in capsys.readouterr().err
+    assert cli.main(["restore", "--help"]) == 0 and "--compare" in capsys.readouterr().out
+    assert cli.main(["restore", "x.png", "-o", str(tmp_path), "--model", "nope.keras"]) == 2
+    assert "nope.keras" in capsys.readouterr().err
