@@ -40,8 +40,9 @@ class DilatedResidualBlock(layers.Layer):
         self.groups = []
         for index, rate in enumerate(self.dilations):
             group = [
+                # No bias before batch norm: BN's centring would cancel it (it gets no gradient).
                 layers.Conv2D(channels, self.kernel_size, padding="same", dilation_rate=rate,
-                              name=f"conv_a_{index}", dtype=self.dtype_policy),
+                              use_bias=False, name=f"conv_a_{index}", dtype=self.dtype_policy),
                 layers.BatchNormalization(synchronized=self.synchronized_bn, name=f"bn_{index}",
                                           dtype=self.dtype_policy),
                 layers.ReLU(dtype=self.dtype_policy),

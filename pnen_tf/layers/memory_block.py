@@ -6,12 +6,18 @@ from keras import layers, ops
 from pnen_tf.layers._validation import check_feature_map
 
 
-def bn_relu_conv(filters, kernel_size, name, synchronized_bn, dtype):
-    """MemNet's pre-activation unit: BN -> ReLU -> Conv."""
+def bn_relu_conv(filters, kernel_size, name, synchronized_bn, dtype, use_bias=False):
+    """MemNet's pre-activation unit: BN -> ReLU -> Conv.
+
+    Biases are off by default: in MemNet every feature map is consumed only through the next
+    unit's batch norm, whose centring cancels a bias (it would never receive a gradient). Only
+    the reconstruction conv, whose output is the image residual, needs one.
+    """
     return [
         layers.BatchNormalization(synchronized=synchronized_bn, name=f"{name}_bn", dtype=dtype),
         layers.ReLU(dtype=dtype),
-        layers.Conv2D(filters, kernel_size, padding="same", name=f"{name}_conv", dtype=dtype),
+        layers.Conv2D(filters, kernel_size, padding="same", use_bias=use_bias, name=f"{name}_conv",
+                      dtype=dtype),
     ]
 
 

@@ -31,7 +31,7 @@ def build_memnet(in_channels=1, channels=64, num_memory_blocks=6, num_recursions
         num_memory_blocks = DEEPER_MEMORY_BLOCKS
     image = image_input(in_channels)
     fenet = bn_relu_conv(channels, 3, "fenet", synchronized_bn, None)
-    recon = bn_relu_conv(in_channels, 3, "recon", synchronized_bn, None)
+    recon = bn_relu_conv(in_channels, 3, "recon", synchronized_bn, None, use_bias=True)
     memories = [apply_unit(fenet, image, None)]
     estimates = []
     for b in range(1, num_memory_blocks + 1):

@@ -1,0 +1,92 @@
+"""PNB and NLB against the NumPy transcription of eq. (6)-(12), plus the shared layer checks."""
+
+import numpy as np
+import pytest
+import reference
+from harness import run_layer_test
+
+from pnen_tf.layers import NonLocalBlock, PyramidNonLocalBlock
+
+RNG = np.random.default_rng(0)
+
+
+def _input(batch=2, height=7, width=9, channels=8):
+    return RNG.normal(size=(batch, height, width, channels)).astype("float32")
+
+
+def _assert_matches_reference(layer, x):
+    out = np.asarray(layer(x), np.float64)
+    expected = reference.nonlocal_block(x.astype(np.float64), *reference.layer_branches(layer))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["official", "paper"])
+@pytest.mark.parametrize("tiled", [False, True])
+def test_pnb_matches_numpy_equations(variant, tiled):
+    # tiled=True forces the memory-linear path with tiles smaller than the problem.
+    tiles = {"query_chunk": 5, "key_block": 3} if tiled else {}
+    layer = PyramidNonLocalBlock(scales=(1, 2, 4), variant=variant, **tiles)
+    _assert_matches_reference(layer, _input())
+
+
+@pytest.mark.parametrize("variant", ["official", "classic"])
+def test_nlb_matches_numpy_equations(variant):
+    _assert_matches_reference(NonLocalBlock(variant=variant, query_chunk=7, key_block=10), _input())
+    _assert_matches_reference(NonLocalBlock(variant=variant), _input())
+
+
+def test_pnb_structures_follow_the_code_and_the_text():
+    official = PyramidNonLocalBlock()
+    official.build((None, None, None, 64))
+    assert [c.kernel_size for c in official.key_convs] == [(3, 3)] * 3
+    assert [c.strides for c in official.value_convs] == [(2, 2), (4, 4), (8, 8)]
+    assert [c.filters for c in official.query_convs] == [32] * 3
+    assert official.count_params() == 184_768
+    paper = PyramidNonLocalBlock(variant="paper")
+    paper.build((None, None, None, 64))
+    assert len(paper.query_convs) == 1 and paper.query_convs[0].filters == 64
+    assert [c.kernel_size for c in paper.key_convs] == [(2, 2), (4, 4), (8, 8)]
+    assert [c.filters for c in paper.value_convs] == [32] * 3
+    assert paper.count_params() == 526_752
+    nlb = NonLocalBlock()
+    nlb.build((None, None, None, 64))
+    assert nlb.count_params() == 61_632
+
+
+@pytest.mark.parametrize("shape", [(1, 7, 9, 8), (3, 1, 1, 8), (2, 17, 5, 8)])
+def test_any_size_smaller_than_the_largest_stride(shape):
+    layer = PyramidNonLocalBlock()
+    assert tuple(layer(np.ones(shape, "float32")).shape) == shape
+
+
+# A key bias adds q.b to every logit of a query: softmax cancels it, so it gets no gradient
+# (the authors' convs carry it and the paper's parameter counts include it).
+@pytest.mark.parametrize("tiles", [{}, {"query_chunk": 16, "key_block": 8}])
+def test_pnb_layer_harness(tmp_path, tiles):
+    run_layer_test(PyramidNonLocalBlock, {"scales": (2, 4), **tiles}, _input(), tmp_path,
+                   no_gradient=("key_0/bias", "key_1/bias"))
+
+
+def test_nlb_layer_harness(tmp_path):
+    run_layer_test(NonLocalBlock, {"variant": "classic"}, _input(), tmp_path,
+                   no_gradient=("key_0/bias",))
+
+
+def test_wrong_channels_rank_and_empty_input_name_the_layer_and_shape():
+    layer = PyramidNonLocalBlock(name="pnb_x")
+    layer(_input(channels=8))
+    with pytest.raises(ValueError, match=r"pnb_x.*\(1, 4, 4, 3\)"):
+        layer(np.zeros((1, 4, 4, 3), "float32"))
+    with pytest.raises(ValueError, match=r"4-D.*\(4, 4, 8\)"):
+        PyramidNonLocalBlock()(np.zeros((4, 4, 8), "float32"))
+    with pytest.raises(ValueError, match=r"empty input.*\(1, 0, 4, 8\)"):
+        NonLocalBlock(name="nlb_y")(np.zeros((1, 0, 4, 8), "float32"))
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(ValueError, match="variant"):
+        PyramidNonLocalBlock(variant="papr")
+    with pytest.raises(ValueError, match="attention_dtype"):
+        NonLocalBlock(attention_dtype="float16")
+    with pytest.raises(ValueError, match="kernel_sizes"):
+        PyramidNonLocalBlock(scales=(2, 4), kernel_sizes=(3,))
