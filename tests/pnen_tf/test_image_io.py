@@ -1,5 +1,6 @@
 """Image reading/writing: modes, 16 bits, alpha, EXIF orientation, bad files, atomic writes."""
 
+import doctest
 import os
 
 import numpy as np
@@ -96,3 +97,10 @@ def test_list_images_by_extension_sorted(tmp_path):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "dir.png").mkdir()
     assert [os.path.basename(p) for p in list_images(tmp_path)] == ["a.jpg", "b.PNG"]
+
+
+def test_docstring_examples_run():
+    import pnen_tf.image_io as module
+
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,5 +1,7 @@
 """MATLAB bicubic imresize: hand-computed contributions, identities, graph mode, modcrop."""
 
+import doctest
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -93,3 +95,10 @@ def test_bad_arguments_are_named():
         imresize(np.zeros((4, 4)), 2)
     with pytest.raises(ValueError, match="positive"):
         imresize(np.zeros((4, 4, 1)), 0)
+
+
+def test_docstring_examples_run():
+    import pnen_tf.imresize as module
+
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0

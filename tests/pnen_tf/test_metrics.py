@@ -1,5 +1,7 @@
 """Literature PSNR/SSIM against scikit-image on the same Y channel, plus analytic cases."""
 
+import doctest
+
 import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -96,3 +98,10 @@ def test_bad_shapes_are_named():
         calculate_ssim(np.zeros((10, 30)), np.zeros((10, 30)))
     with pytest.raises(ValueError, match="shave 5"):
         calculate_psnr(np.zeros((10, 30)), np.zeros((10, 30)), crop_border=5)
+
+
+def test_docstring_examples_run():
+    import pnen_tf.metrics as module
+
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
