@@ -130,10 +130,14 @@ def load_restorer(path, scale=None, notify=None):
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such model file or SavedModel directory")
-    if os.path.isdir(path):
-        call, channels, info = _load_saved_model(path)
-    else:
-        call, channels, info = _load_keras(path)
+    try:
+        call, channels, info = (_load_saved_model if os.path.isdir(path) else _load_keras)(path)
+    except (OSError, ValueError):
+        raise
+    except Exception as error:  # TF/Keras internals: one line for the user, not a traceback
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path}: cannot load model ({type(error).__name__}: {first_line})") \
+            from None
     notes = []
     if "in_channels" not in info:
         info["in_channels"] = int(channels)

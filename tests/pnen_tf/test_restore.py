@@ -143,3 +143,8 @@ def test_cli_usage_and_bad_model(tmp_path, capsys):
     assert cli.main(["restore", "--help"]) == 0 and "--compare" in capsys.readouterr().out
     assert cli.main(["restore", "x.png", "-o", str(tmp_path), "--model", "nope.keras"]) == 2
     assert "nope.keras" in capsys.readouterr().err
+    (tmp_path / "empty_dir").mkdir()
+    assert cli.main(["restore", "x.png", "-o", str(tmp_path), "--model",
+                     str(tmp_path / "empty_dir")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load model" in err and "empty_dir" in err
