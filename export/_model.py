@@ -6,6 +6,7 @@ import keras
 
 import pnen_tf
 from pnen_tf import saving
+from pnen_tf.models import single_output
 
 INPUT_CONVENTIONS = ("lr", "upsampled", "same")
 
@@ -13,8 +14,8 @@ INPUT_CONVENTIONS = ("lr", "upsampled", "same")
 def load(model_path):
     """Return `(model, info)` for the `.keras` file at `model_path`.
 
-    `model` has a single output, the final restoration (a multi-supervised model's last
-    output, eq. (5)); `info` is the file's facts completed from the model itself (channels,
+    `model` has a single output, the restoration Y (a multi-supervised model's first output,
+    eq. (5)); `info` is the file's facts completed from the model itself (channels,
     and scale 1 / input 'same' for a file saved by plain Keras), plus the exporting version.
     Raises `FileNotFoundError` / `ValueError` naming the path for anything that is not a
     loadable single-input image model.
@@ -29,16 +30,10 @@ def load(model_path):
         model = saving.load_model(model_path)
     except Exception as error:  # Keras raises many types for a damaged or foreign file
         raise ValueError(f"cannot load {model_path!r} as a Keras model: {error}") from error
-    model = _single_output(model, model_path)
-    return model, _complete_info(facts, model, model_path)
-
-
-def _single_output(model, model_path):
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
         raise ValueError(f"{model_path!r}: expected one NHWC image input, got {model.inputs}")
-    if len(model.outputs) == 1:
-        return model
-    return keras.Model(model.inputs, model.outputs[-1], name=model.name)
+    model = single_output(model)
+    return model, _complete_info(facts, model, model_path)
 
 
 def _complete_info(facts, model, model_path):

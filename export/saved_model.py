@@ -30,6 +30,9 @@ from export.signatures import (
     BYTES_SIGNATURE, IMAGE_BYTES, IMAGES, PNG_BYTES, RESTORED, SERVING_SIGNATURE,
 )
 
+# Serving needs no gradients; tracing the attention's custom gradient would double the save time.
+_SAVE_OPTIONS = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+
 __all__ = ["export_saved_model", "read_export_info", "main"]
 
 
@@ -44,7 +47,7 @@ def export_saved_model(model_path, out, version, *, force=False):
     model, info = load(model_path)
     archive = _archive(model, info)
     with staged_dir(target, replace=force) as staging:
-        archive.write_out(staging, verbose=False)
+        archive.write_out(staging, options=_SAVE_OPTIONS, verbose=False)
         write_saved_model_info(staging, info)
     return target
 
@@ -56,31 +59,33 @@ def _check_version(version):
 
 
 def _archive(model, info):
-    channels = info["in_channels"]
+    spec = tf.TensorSpec([None, None, None, info["in_channels"]], tf.float32, name=IMAGES)
+    # One traced graph of the model serves both signatures: tracing the tiled attention takes
+    # seconds, and the archive would otherwise retrace the model per signature and per save pass.
+    restore = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        SERVING_SIGNATURE,
-        lambda images: {RESTORED: model(images, training=False)},
-        input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32, name=IMAGES)],
+        SERVING_SIGNATURE, lambda images: {RESTORED: restore(images)}, input_signature=[spec]
     )
     archive.add_endpoint(
         BYTES_SIGNATURE,
-        _bytes_endpoint(model, info),
+        _bytes_endpoint(restore, info),
         # Unknown rank: REST's row format sends [batch], its columnar format may send a scalar.
         input_signature=[tf.TensorSpec(None, tf.string, name=IMAGE_BYTES)],
     )
     return archive
 
 
-def _bytes_endpoint(model, info):
+def _bytes_endpoint(restore, info):
+    """decode -> (bicubic upsampling) -> `restore` -> clip, round -> encode PNG, per image."""
     prepare = _input_preparation(info)
 
     def restore_one(data):
         image = tf.io.decode_image(
             data, channels=info["in_channels"], expand_animations=False, dtype=tf.float32
         )
-        restored = model(prepare(image[tf.newaxis]), training=False)[0]
+        restored = restore(prepare(image[tf.newaxis]))[0]
         pixels = tf.round(tf.clip_by_value(restored, 0.0, 1.0) * 255.0)
         return tf.io.encode_png(tf.cast(pixels, tf.uint8))
 

@@ -1,0 +1,107 @@
+"""Tiny PNEN-family models (8 channels), saved as `.keras` and exported once per test session.
+
+Their attention budget (`memory_budget_mb`) is small enough that a LARGE image takes the
+memory-linear (tiled) attention path in Keras while a SMALL one, whose sides are not multiples
+of 8, takes the direct path; the exported graphs have dynamic sizes and always tile. The parity
+tests therefore compare both Keras paths with the exported graphs.
+"""
+
+import keras
+import pytest
+import tensorflow as tf
+
+import pnen_tf
+from pnen_tf.models import build, input_convention
+from pnen_tf.saving import save_model
+
+ATTENTION_BUDGET_MB = 4
+SMALL = (21, 27)
+LARGE = (36, 44)
+PARITY_ATOL = 1e-4
+ONNX_OPSETS = {"pnen": None, "memnet_sr": 17}  # the default opset and an explicit one
+
+# PNEN with its full pyramid; MemNet x2 (it takes the bicubic-upsampled image) with one
+# single-scale PNB, because tf2onnx's conversion time grows with every attention loop.
+BUILD_OPTIONS = {
+    "pnen": dict(name="pnen", channels=8, num_groups=1),
+    "memnet_sr": dict(name="memnet", scale=2, channels=8, nonlocal_block="pnb",
+                      num_memory_blocks=1, num_recursions=1, nonlocal_before=(1,),
+                      nonlocal_options={"scales": (2,)}),
+}
+MODEL_NAMES = tuple(BUILD_OPTIONS)
+
+
+class TinyModel:
+    """A built model, the `.keras` file it was saved to and the facts saved with it."""
+
+    def __init__(self, model, path, info):
+        self.model, self.path, self.info = model, path, info
+        self.channels = info["in_channels"]
+
+
+def _build(name, directory):
+    options = dict(BUILD_OPTIONS[name])
+    family = options.pop("name")
+    options["nonlocal_options"] = {**options.get("nonlocal_options", {}),
+                                   "memory_budget_mb": ATTENTION_BUDGET_MB}
+    keras.utils.set_random_seed(0)
+    model = build(family, **options)
+    scale = options.get("scale", 1)
+    info = {"model": family, "task": "sr" if scale > 1 else "smooth", "scale": scale,
+            "in_channels": model.inputs[0].shape[-1], "input": input_convention(family, scale),
+            "pnen_tf_version": pnen_tf.__version__}
+    path = str(directory / f"{name}.keras")
+    save_model(model, path, info)
+    return TinyModel(model, path, info)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("keras")
+    return {name: _build(name, directory) for name in MODEL_NAMES}
+
+
+@pytest.fixture(scope="session")
+def saved_models(tiny_models, tmp_path_factory):
+    """name -> model directory `DIR/NAME` holding version 1."""
+    from export.saved_model import export_saved_model
+
+    root = tmp_path_factory.mktemp("serving")
+    bases = {name: str(root / name) for name in MODEL_NAMES}
+    for name, tiny in tiny_models.items():
+        export_saved_model(tiny.path, bases[name], 1)
+    return bases
+
+
+@pytest.fixture(scope="session")
+def loaded_signatures(saved_models):
+    """name -> the reloaded SavedModel's signatures."""
+    return {name: tf.saved_model.load(f"{base}/1").signatures for name, base in saved_models.items()}
+
+
+@pytest.fixture(scope="session")
+def onnx_files(tiny_models, tmp_path_factory):
+    """name -> (ONNX path, the probe error the exporter measured)."""
+    from export.onnx import export_onnx
+
+    root = tmp_path_factory.mktemp("onnx")
+    files = {}
+    for name, tiny in tiny_models.items():
+        path = str(root / f"{name}.onnx")
+        files[name] = path, export_onnx(tiny.path, path, opset=ONNX_OPSETS[name])
+    return files
+
+
+@pytest.fixture(params=MODEL_NAMES)
+def model_name(request):
+    return request.param
+
+
+@pytest.fixture(params=[SMALL, LARGE], ids=["small-direct", "large-tiled"])
+def parity_size(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def attention_budget_mb():
+    return ATTENTION_BUDGET_MB
