@@ -1,0 +1,106 @@
+"""One official PNB (64 channels): our tiled attention against two straightforward baselines.
+
+    python -m benchmarks.attention_baselines [--sizes 128x128 256x256 500x400] [--train-size 128x128]
+
+- direct: softmax(q k^T) v with the whole matrix in memory;
+- map_fn: queries in chunks of 1024 with `tf.map_fn`, each chunk against all keys (the
+  common memory fix; its gradient keeps every chunk's probabilities);
+- tiled: `pnen_tf.layers.nonlocal_attention` (query chunks x key blocks, online softmax,
+  recomputing custom gradient).
+
+Each run is a fresh process; "GB" is its peak resident memory minus that before the call.
+"""
+
+import argparse
+import json
+
+METHODS = ("direct", "map_fn", "tiled")
+
+
+def _map_fn_attention(query_map, key_map, value_map, **_):
+    import tensorflow as tf
+
+    batch, height, width = tf.unstack(tf.shape(query_map)[:3])
+    q = tf.reshape(query_map, (batch, -1, query_map.shape[-1]))
+    k = tf.reshape(key_map, (batch, -1, key_map.shape[-1]))
+    v = tf.reshape(value_map, (batch, -1, value_map.shape[-1]))
+    chunk = 1024
+    pad = (chunk - tf.shape(q)[1] % chunk) % chunk
+    chunks = tf.transpose(tf.reshape(tf.pad(q, [[0, 0], [0, pad], [0, 0]]), (batch, -1, chunk, q.shape[-1])),
+                          (1, 0, 2, 3))
+    out = tf.map_fn(lambda c: tf.nn.softmax(c @ tf.transpose(k, (0, 2, 1))) @ v, chunks)
+    out = tf.reshape(tf.transpose(out, (1, 0, 2, 3)), (batch, -1, v.shape[-1]))[:, : height * width]
+    return tf.reshape(out, (batch, height, width, v.shape[-1]))
+
+
+def child(payload):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from benchmarks.measure import current_rss_gb, peak_rss_gb
+    from pnen_tf.layers import PyramidNonLocalBlock, nonlocal_base
+
+    method = payload["method"]
+    options = {"memory_budget_mb": 10**6} if method == "direct" else {}
+    if method == "map_fn":
+        nonlocal_base.nonlocal_attention = _map_fn_attention
+    height, width = payload["size"]
+    keras.utils.set_random_seed(0)  # the same weights in every process: equal checksums
+    layer = PyramidNonLocalBlock(**options)
+    x = tf.constant(np.random.default_rng(0).random((payload["batch"], height, width, 64)).astype("float32"))
+    layer(x[:, :8, :8])
+    if payload["train"]:
+        def step(inputs):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(layer(inputs)))
+            return tape.gradient(loss, layer.trainable_variables)[0]
+    else:
+        def step(inputs):
+            return layer(inputs)
+    run = tf.function(step)  # static shapes: the direct path really is direct
+    import time
+
+    held = current_rss_gb()
+    start = time.perf_counter()
+    out = run(x).numpy()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "gb": peak_rss_gb() - held, "checksum": float(np.abs(out).sum())}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["128x128", "256x256", "500x400"])
+    parser.add_argument("--train-size", default="96x96", help="HxW of the training-step comparison")
+    parser.add_argument("--train-batch", type=int, default=8)
+    parser.add_argument("--skip-direct-above", type=int, default=300_000,
+                        help="pixels above which the direct matrix cannot fit 24 GB")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    from benchmarks.measure import machine, run_child
+
+    print(f"# {machine()}")
+    print("| pass | input | method | seconds | GB | checksum |")
+    print("|---|---|---|---|---|---|")
+    runs = [("forward", size, 1) for size in args.sizes] + [("train", args.train_size, args.train_batch)]
+    for kind, size, batch in runs:
+        height, width = (int(v) for v in size.lower().split("x"))
+        for method in METHODS:
+            if method == "direct" and kind == "forward" and height * width > args.skip_direct_above:
+                print(f"| {kind} | {batch}x{size} | {method} | — | does not fit: the scale-2 matrix "
+                      f"alone is {height * width * (height // 2) * (width // 2) * 4 / 2**30:.0f} GB | |")
+                continue
+            payload = {"method": method, "size": [height, width], "batch": batch, "train": kind == "train"}
+            r = run_child("benchmarks.attention_baselines", payload)
+            if "error" in r:
+                print(f"| {kind} | {batch}x{size} | {method} | error: {r['error']} | | |", flush=True)
+                continue
+            print(f"| {kind} | {batch}x{size} | {method} | {r['seconds']:.2f} | {r['gb']:.2f} "
+                  f"| {r['checksum']:.6g} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

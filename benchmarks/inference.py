@@ -1,0 +1,87 @@
+"""PNEN forward on whole images: seconds, peak memory, achieved GFLOP/s vs the matmul peak.
+
+    python -m benchmarks.inference [--sizes 500x400 2048x2048] [--precisions float32 bfloat16]
+
+Every image runs in a fresh process (clean peak RSS). The fp32 and bf16 matmul peaks of this
+machine are measured in the same run, so the fractions compare like with like. bfloat16 runs the
+whole model under the `mixed_bfloat16` policy (convolutions and attention products in bf16,
+softmax statistics in fp32); its accuracy cost is the max abs difference to the fp32 output of
+the same weights.
+"""
+
+import argparse
+import json
+import os
+import tempfile
+
+
+def child(payload):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from benchmarks.measure import count_macs, peak_rss_gb
+    from pnen_tf import models
+
+    height, width = payload["size"]
+    if payload["precision"] == "bfloat16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.utils.set_random_seed(0)
+    model = models.build("pnen")
+    image = np.random.default_rng(0).random((1, height, width, 3)).astype("float32")
+    with count_macs(dry_attention=True) as macs:
+        model(image[:, : min(height, 64), : min(width, 64)])  # builds; counts are redone below
+    macs["conv"] = macs["attention"] = 0
+    with count_macs(dry_attention=True) as macs:
+        model(image)
+    forward = tf.function(lambda x: model(x, training=False),
+                          input_signature=[tf.TensorSpec([None, None, None, 3])])
+    import time
+
+    start = time.perf_counter()
+    out = forward(image).numpy().astype("float32")
+    seconds = time.perf_counter() - start
+    np.save(payload["output"], out)
+    return {"seconds": seconds, "peak_gb": peak_rss_gb(), "gmacs": (macs["conv"] + macs["attention"]) / 1e9}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["500x400"], help="HxW, e.g. 500x400 2048x2048")
+    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"],
+                        choices=["float32", "bfloat16"])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    import numpy as np
+
+    from benchmarks.measure import machine, matmul_peak_gflops, run_child
+
+    peaks = {p: matmul_peak_gflops(p) for p in ("float32", "bfloat16")}
+    print(f"# {machine()}")
+    print(f"# 4096^2 matmul peak: fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s")
+    print("| image | precision | seconds | peak RSS GB | GMACs | GFLOP/s | of matmul peak | max abs diff vs fp32 |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            height, width = (int(v) for v in size.lower().split("x"))
+            outputs = {}
+            for precision in args.precisions:
+                path = os.path.join(tmp, f"{size}-{precision}.npy")
+                r = run_child("benchmarks.inference", {"size": [height, width], "precision": precision,
+                                                       "output": path}, timeout=6 * 3600)
+                if "error" in r:
+                    print(f"| {size} | {precision} | error: {r['error']} |", flush=True)
+                    continue
+                outputs[precision] = np.load(path)
+                diff = (f"{np.abs(outputs[precision] - outputs['float32']).max():.2e}"
+                        if "float32" in outputs else "n/a")
+                gflops = 2 * r["gmacs"] / r["seconds"]
+                print(f"| {size} | {precision} | {r['seconds']:.1f} | {r['peak_gb']:.2f} | {r['gmacs']:.0f} "
+                      f"| {gflops:.0f} | {gflops / peaks[precision]:.0%} | {diff} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

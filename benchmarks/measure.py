@@ -1,0 +1,109 @@
+"""Shared measuring tools for the benchmarks: MAC counts, peak memory in a fresh process, peaks.
+
+FLOPs follow the paper's convention: multiply-accumulates ("GFLOPs" in Tables III-V are GMACs:
+RDN's 202.9 G at 96x96 is its 22M weights times 9,216 pixels).
+"""
+
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def count_macs(dry_attention=False):
+    """Count multiply-accumulates of Conv2D layers and non-local attention while inside.
+
+    Yields a dict whose "conv" and "attention" entries grow as eager calls run. With
+    `dry_attention` the attention is counted but not computed (zeros of the right shape), so
+    the count of a large image costs only its convolutions.
+    """
+    import keras
+
+    from pnen_tf.layers import nonlocal_base
+
+    counts = {"conv": 0, "attention": 0}
+    conv_call, attention = keras.layers.Conv2D.call, nonlocal_base.nonlocal_attention
+
+    def counting_conv(layer, inputs):
+        outputs = conv_call(layer, inputs)
+        kh, kw, cin, cout = layer.kernel.shape
+        counts["conv"] += int(np.prod(outputs.shape[:3])) * kh * kw * cin * cout
+        return outputs
+
+    def counting_attention(query_map, key_map, value_map, **kwargs):
+        batch, h, w, depth = query_map.shape
+        keys = key_map.shape[1] * key_map.shape[2]
+        counts["attention"] += batch * h * w * keys * (depth + value_map.shape[3])
+        if dry_attention:
+            return keras.ops.zeros((batch, h, w, value_map.shape[3]), query_map.dtype)
+        return attention(query_map, key_map, value_map, **kwargs)
+
+    keras.layers.Conv2D.call = counting_conv
+    nonlocal_base.nonlocal_attention = counting_attention
+    try:
+        yield counts
+    finally:
+        keras.layers.Conv2D.call = conv_call
+        nonlocal_base.nonlocal_attention = attention
+
+
+def peak_rss_gb():
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def current_rss_gb():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
+def run_child(module, payload, timeout=3600):
+    """Run `python -m module --child JSON` in a fresh process (clean peak RSS); its JSON reply."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run([sys.executable, "-m", module, "--child", json.dumps(payload)],
+                            capture_output=True, text=True, env=env, timeout=timeout)
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr else "failed"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def timed(fn, repeats=3):
+    """Median wall time of `fn()` over `repeats` runs, after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def matmul_peak_gflops(dtype="float32", size=4096, repeats=5):
+    """Achieved GFLOP/s of a size x size matmul in TensorFlow: the machine's practical peak."""
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    matmul = tf.function(lambda x: tf.matmul(x, x))
+    seconds = timed(lambda: matmul(a).numpy(), repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+def machine():
+    import platform
+
+    import tensorflow as tf
+
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, TF {tf.__version__}"
