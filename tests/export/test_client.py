@@ -1,0 +1,233 @@
+"""The TF Serving client: the messages it builds, and whole restorations over REST and gRPC.
+
+The end-to-end tests run against small stand-ins that serve the exported SavedModel the way
+TF Serving maps JSON and `PredictRequest`s onto signatures; `test_real_tf_serving` runs the
+same checks against `tensorflow_model_server` when that binary is on PATH.
+"""
+
+import base64
+import http.server
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from concurrent import futures
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from export import client as serving
+
+MODEL = "pnen"
+
+
+def _png(seed, size=(12, 17)):
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    return tf.io.encode_png(pixels).numpy()
+
+
+def test_rest_url():
+    assert serving.rest_url("h", 8501, "pnen") == "http://h:8501/v1/models/pnen:predict"
+    assert serving.rest_url("h", 1, "pnen", 3) == "http://h:1/v1/models/pnen/versions/3:predict"
+
+
+def test_rest_bodies_follow_the_row_format():
+    pngs = [_png(0), _png(1)]
+    body = json.loads(json.dumps(serving.rest_bytes_body(pngs)))
+    assert body["signature_name"] == "restore_image"
+    assert [base64.b64decode(item["b64"]) for item in body["instances"]] == pngs
+    assert all(list(item) == ["b64"] for item in body["instances"])
+
+    batch = np.random.default_rng(0).uniform(size=(2, 3, 4, 1)).astype(np.float32)
+    body = json.loads(json.dumps(serving.rest_array_body(batch)))
+    assert body["signature_name"] == "serving_default"
+    np.testing.assert_array_equal(np.asarray(body["instances"], np.float32), batch)
+
+
+def test_rest_responses_are_parsed():
+    assert serving.parse_rest_bytes({"predictions": [{"b64": "AAE="}]}) == [b"\x00\x01"]
+    restored = serving.parse_rest_array({"predictions": [[[[0.5]]]]})
+    assert restored.dtype == np.float32 and restored.shape == (1, 1, 1, 1)
+
+
+def test_grpc_requests_fill_the_protobuf_fields():
+    pngs = [_png(0), _png(1)]
+    request = serving.grpc_bytes_request("pnen", pngs, version=4)
+    assert request.model_spec.name == "pnen"
+    assert request.model_spec.signature_name == "restore_image"
+    assert request.model_spec.version.value == 4
+    tensor = request.inputs["image_bytes"]
+    assert tensor.dtype == types_pb2.DT_STRING
+    assert [d.size for d in tensor.tensor_shape.dim] == [2]
+    assert list(tensor.string_val) == pngs
+
+    batch = np.random.default_rng(0).uniform(size=(1, 5, 6, 3)).astype(np.float32)
+    request = serving.grpc_array_request("pnen", batch)
+    assert request.model_spec.signature_name == "serving_default"
+    assert not request.model_spec.HasField("version")  # the server's newest version
+    tensor = request.inputs["images"]
+    assert tensor.dtype == types_pb2.DT_FLOAT
+    assert [d.size for d in tensor.tensor_shape.dim] == [1, 5, 6, 3]
+    np.testing.assert_array_equal(tf.make_ndarray(tensor), batch)
+
+
+def test_grpc_responses_are_parsed():
+    response = predict_pb2.PredictResponse()
+    response.outputs["png_bytes"].CopyFrom(tf.make_tensor_proto([b"a", b"b"]))
+    response.outputs["restored"].CopyFrom(tf.make_tensor_proto(np.ones((1, 2, 2, 3), np.float32)))
+    assert serving.parse_grpc_bytes(response) == [b"a", b"b"]
+    assert serving.parse_grpc_array(response).shape == (1, 2, 2, 3)
+
+
+# --- Stand-ins for TF Serving ------------------------------------------------------------
+
+
+def _rest_server(signatures, seen_paths):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen_paths.append(self.path)
+            if not re.fullmatch(rf"/v1/models/{MODEL}(/versions/\d+)?:predict", self.path):
+                return self._answer(404, {"error": f"Servable not found for request: {self.path}"})
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            signature = body.get("signature_name", "serving_default")
+            if signature == "restore_image":
+                data = [base64.b64decode(item["b64"]) for item in body["instances"]]
+                pngs = signatures[signature](image_bytes=tf.constant(data))["png_bytes"].numpy()
+                predictions = [{"b64": base64.b64encode(png).decode()} for png in pngs]
+            else:
+                images = tf.constant(body["instances"], tf.float32)
+                predictions = signatures[signature](images=images)["restored"].numpy().tolist()
+            self._answer(200, {"predictions": predictions})
+
+        def _answer(self, status, payload):
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("localhost", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def _grpc_server(signatures):
+    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            if request.model_spec.name != MODEL:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Servable not found: {request.model_spec.name}")
+            inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+            response = predict_pb2.PredictResponse()
+            for name, value in signatures[request.model_spec.signature_name](**inputs).items():
+                response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("localhost:0")
+    server.start()
+    return server, port
+
+
+@pytest.fixture(scope="module")
+def stand_ins(loaded_signatures):
+    """protocol -> port of a stand-in serving the tiny PNEN; plus the REST paths requested."""
+    seen_paths = []
+    rest, rest_port = _rest_server(loaded_signatures["pnen"], seen_paths)
+    grpc_server, grpc_port = _grpc_server(loaded_signatures["pnen"])
+    yield {"rest": rest_port, "grpc": grpc_port, "seen_paths": seen_paths}
+    rest.shutdown()
+    grpc_server.stop(None)
+
+
+def _check_restorations(protocol, port, signatures, tmp_path):
+    """Restore a file through the CLI and an array through the API; compare with the SavedModel."""
+    source, target = tmp_path / "noisy.png", tmp_path / "restored.png"
+    source.write_bytes(_png(5))
+    assert serving.main([str(source), str(target), "--model", MODEL,
+                         "--protocol", protocol, "--port", str(port)]) == 0
+    expected = signatures["restore_image"](image_bytes=tf.constant([source.read_bytes()]))["png_bytes"]
+    assert target.read_bytes() == expected.numpy()[0]
+
+    batch = np.random.default_rng(6).uniform(size=(2, 9, 10, 3)).astype(np.float32)
+    client = serving.ServingClient("localhost", port, model=MODEL, protocol=protocol, version=1)
+    restored = client.restore_array(batch)
+    np.testing.assert_allclose(restored, signatures["serving_default"](images=batch)["restored"], atol=1e-6)
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_client_restores_end_to_end(protocol, stand_ins, loaded_signatures, tmp_path):
+    _check_restorations(protocol, stand_ins[protocol], loaded_signatures["pnen"], tmp_path)
+    if protocol == "rest":
+        assert stand_ins["seen_paths"][-2:] == [
+            "/v1/models/pnen:predict", "/v1/models/pnen/versions/1:predict"]
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_server_errors_are_reported(protocol, stand_ins):
+    client = serving.ServingClient("localhost", stand_ins[protocol], model="other", protocol=protocol)
+    with pytest.raises(ValueError, match="answered (404|NOT_FOUND).*not found"):
+        client.restore_bytes([_png(0)])
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_unreachable_server_is_a_clear_error(protocol, tmp_path, capsys):
+    source = tmp_path / "noisy.png"
+    source.write_bytes(_png(0))
+    port = _free_port()
+    assert serving.main([str(source), str(tmp_path / "out.png"), "--model", MODEL,
+                         "--protocol", protocol, "--port", str(port), "--timeout", "5"]) == 1
+    error = capsys.readouterr().err
+    assert "cannot reach TF Serving at" in error and str(port) in error and "Traceback" not in error
+    assert sorted(os.listdir(tmp_path)) == ["noisy.png"]
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(
+    shutil.which("tensorflow_model_server") is None,
+    reason="tensorflow_model_server is not on PATH (TF Serving's binary; not pip-installable)",
+)
+def test_real_tf_serving(saved_models, loaded_signatures, tmp_path):
+    rest_port, grpc_port = _free_port(), _free_port()
+    server = subprocess.Popen([
+        "tensorflow_model_server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+        f"--model_name={MODEL}", f"--model_base_path={os.path.abspath(saved_models[MODEL])}",
+    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_until_available(rest_port, server)
+        for protocol, port in (("rest", rest_port), ("grpc", grpc_port)):
+            _check_restorations(protocol, port, loaded_signatures[MODEL], tmp_path)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_until_available(port, server, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://localhost:{port}/v1/models/{MODEL}") as answer:
+                if json.load(answer)["model_version_status"][0]["state"] == "AVAILABLE":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"tensorflow_model_server did not serve {MODEL!r} within {timeout}s")

@@ -1,0 +1,82 @@
+"""The ONNX export: dynamic sizes, recorded facts, enforced onnxruntime check, bad input."""
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from export import read_export_info
+from export.onnx import DEFAULT_OPSET, export_onnx, main
+
+EXPECTED_OPSET = {"pnen": DEFAULT_OPSET, "memnet_sr": 17}
+
+
+def test_onnx_graph_is_dynamic_and_carries_the_facts(model_name, tiny_models, onnx_files):
+    path, probe_error = onnx_files[model_name]
+    model = onnx.load(path)
+    (graph_input,) = model.graph.input
+    dims = graph_input.type.tensor_type.shape.dim
+    assert graph_input.name == "images"
+    assert [d.HasField("dim_value") for d in dims] == [False, False, False, True]  # batch, H, W
+    assert dims[3].dim_value == tiny_models[model_name].channels
+    assert {o.domain or "ai.onnx": o.version for o in model.opset_import}["ai.onnx"] == EXPECTED_OPSET[model_name]
+
+    info = read_export_info(path)
+    for key, value in tiny_models[model_name].info.items():
+        assert info[key] == value
+    assert info["export"]["onnx_opset"] == EXPECTED_OPSET[model_name]
+    assert 0 <= probe_error <= 1e-4
+    assert sorted(os.listdir(os.path.dirname(path))) == sorted(f"{n}.onnx" for n in onnx_files)
+
+
+@pytest.mark.parametrize("opset", [99, 7, "latest", -1])
+def test_unknown_opset_is_a_clear_error(tiny_models, tmp_path, opset):
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ValueError, match=f"unknown ONNX opset {opset!r}.*13..18"):
+        export_onnx(tiny_models["pnen"].path, str(out), opset=opset)
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_reports_user_errors_in_one_line(tiny_models, tmp_path, capsys):
+    out = str(tmp_path / "model.onnx")
+    assert main(["--model", tiny_models["pnen"].path, "--out", out, "--opset", "99"]) == 1
+    assert main(["--model", str(tmp_path / "missing.keras"), "--out", out]) == 1
+    assert main(["--model", tiny_models["pnen"].path, "--out", str(tmp_path / "model.txt")]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 3 and "Traceback" not in "".join(errors)
+    assert "unknown ONNX opset '99'" in errors[0]
+    assert "missing.keras" in errors[1]
+    assert "model.txt" in errors[2]
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_conversion_that_disagrees_with_keras_is_not_written(tiny_models, tmp_path, monkeypatch):
+    """A converter returning the identity instead of the model must be caught by the check."""
+    def identity_export(model, path, **kwargs):
+        channels = model.inputs[0].shape[-1]
+        value = helper.make_tensor_value_info
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["images"], ["restored"])], "identity",
+            [value("images", TensorProto.FLOAT, [None, None, None, channels])],
+            [value("restored", TensorProto.FLOAT, [None, None, None, channels])],
+        )
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=8), path)
+
+    monkeypatch.setattr("keras.Model.export", identity_export)
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ValueError, match=r"differs from Keras by .* was not written"):
+        export_onnx(tiny_models["pnen"].path, str(out))
+    assert os.listdir(tmp_path) == []
+
+
+def test_probe_check_reports_the_measured_error(onnx_files, tiny_models):
+    """`max_abs_error` is the number the exporter enforces; check it against a plain computation."""
+    from export.onnx import max_abs_error
+
+    path, _ = onnx_files["pnen"]
+    images = np.random.default_rng(3).uniform(size=(1, 10, 12, 3)).astype(np.float32)
+    expected = np.asarray(tiny_models["pnen"].model(images))
+    assert max_abs_error(path, images, expected) <= 1e-4
+    assert max_abs_error(path, images, expected + 0.5) == pytest.approx(0.5, abs=1e-4)
