@@ -1,5 +1,12 @@
-"""What every `export` command line shares: user errors end in one clear line, not a traceback."""
+"""What the `export` commands share, following `pnen_tf.cli`'s convention.
 
+Each command module exposes `add_arguments(parser)`, `run(args) -> int` and `main(argv=None)`
+(for `python -m export.X`); `pnen-tf` calls the first two. User errors end in one
+`error: ...` line and exit status 1, not a traceback.
+"""
+
+import argparse
+import functools
 import sys
 
 # A missing or existing path, an unreachable server (OSError) and a bad value (ValueError)
@@ -7,12 +14,23 @@ import sys
 USER_ERRORS = (OSError, ValueError)
 
 
-def run(parser, action, argv):
-    """Parse `argv` with `parser`, call `action(args)`, and return the exit status."""
-    args = parser.parse_args(argv)
-    try:
-        action(args)
-    except USER_ERRORS as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+def reports_user_errors(action):
+    """Wrap `action(args)` into a `run(args)` that returns 0, or 1 after printing a user error."""
+
+    @functools.wraps(action)
+    def run(args):
+        try:
+            action(args)
+        except USER_ERRORS as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run
+
+
+def main(prog, description, add_arguments, run, argv):
+    """`python -m` entry point: parse `argv` with the command's arguments, then `run`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -11,7 +11,6 @@ Example, against a server started as in docs/serving.md:
     python -m export.client noisy.png restored.png --model pnen --protocol grpc
 """
 
-import argparse
 import base64
 import json
 import urllib.error
@@ -154,12 +153,10 @@ def restore_file(in_path, out_path, client):
             file.write(png)
 
 
-def main(argv=None, prog=None):
-    """Command line: `python -m export.client IN OUT.png --model NAME [--protocol grpc]`."""
-    parser = argparse.ArgumentParser(
-        prog=prog or "python -m export.client",
-        description="Restore an image file with a model served by TF Serving.",
-    )
+DESCRIPTION = "restore an image file with a model served by TF Serving (REST or gRPC)"
+
+
+def add_arguments(parser):
     parser.add_argument("input", help="the image to restore (PNG, JPEG, BMP or GIF)")
     parser.add_argument("output", help="where to write the restored PNG")
     parser.add_argument("--model", required=True, help="the model name TF Serving serves")
@@ -169,13 +166,19 @@ def main(argv=None, prog=None):
     parser.add_argument("--version", type=int, help="a model version (default: the newest)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds")
 
-    def action(args):
-        client = ServingClient(args.host, args.port, model=args.model, protocol=args.protocol,
-                               version=args.version, timeout=args.timeout)
-        restore_file(args.input, args.output, client)
-        print(f"restored {args.input} -> {args.output} via {args.protocol} {args.host}:{client.port}")
 
-    return _cli.run(parser, action, argv)
+@_cli.reports_user_errors
+def run(args):
+    """Restore `args.input` into `args.output` through the server `args` name."""
+    client = ServingClient(args.host, args.port, model=args.model, protocol=args.protocol,
+                           version=args.version, timeout=args.timeout)
+    restore_file(args.input, args.output, client)
+    print(f"restored {args.input} -> {args.output} via {args.protocol} {args.host}:{client.port}")
+
+
+def main(argv=None):
+    """`python -m export.client IN OUT.png --model NAME [--protocol grpc] [--host H --port P]`."""
+    return _cli.main("python -m export.client", DESCRIPTION, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

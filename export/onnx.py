@@ -12,7 +12,6 @@ Example:
     python -m export.onnx --model pnen.keras --out pnen.onnx --opset 17
 """
 
-import argparse
 import logging
 
 import numpy as np
@@ -31,7 +30,7 @@ DEFAULT_OPSET = tf2onnx_constants.PREFERRED_OPSET
 DEFAULT_ATOL = 1e-4
 PROBE_SIZE = (21, 27)
 
-__all__ = ["export_onnx", "read_export_info", "main"]
+__all__ = ["export_onnx", "max_abs_error", "read_export_info", "add_arguments", "run", "main"]
 
 
 def export_onnx(model_path, out, *, opset=None, atol=DEFAULT_ATOL):
@@ -98,28 +97,28 @@ def _quiet_tf2onnx():
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
 
 
-def main(argv=None, prog=None):
-    """Command line: `python -m export.onnx --model M.keras --out M.onnx [--opset N]`."""
-    parser = argparse.ArgumentParser(
-        prog=prog or "python -m export.onnx",
-        description="Convert a .keras model to ONNX and check it with onnxruntime.",
-    )
+DESCRIPTION = "convert a .keras model to ONNX and check it with onnxruntime"
+
+
+def add_arguments(parser):
     parser.add_argument("--model", required=True, help="the .keras file to convert")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument(
-        "--opset", help=f"ONNX opset, {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1} "
-        f"(default {DEFAULT_OPSET})"
-    )
-    parser.add_argument(
-        "--atol", type=float, default=DEFAULT_ATOL,
-        help="largest accepted |onnxruntime - Keras| on the probe image",
-    )
+    parser.add_argument("--opset", help=f"ONNX opset, {SUPPORTED_OPSETS.start}.."
+                        f"{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})")
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                        help="largest accepted |onnxruntime - Keras| on the probe image")
 
-    def action(args):
-        error = export_onnx(args.model, args.out, opset=args.opset, atol=args.atol)
-        print(f"exported {args.model} to {args.out}; max |onnxruntime - keras| = {error:.3g}")
 
-    return _cli.run(parser, action, argv)
+@_cli.reports_user_errors
+def run(args):
+    """Convert as the parsed `args` say; print the measured probe error."""
+    error = export_onnx(args.model, args.out, opset=args.opset, atol=args.atol)
+    print(f"exported {args.model} to {args.out}; max |onnxruntime - keras| = {error:.3g}")
+
+
+def main(argv=None):
+    """`python -m export.onnx --model M.keras --out M.onnx [--opset N] [--atol X]`."""
+    return _cli.main("python -m export.onnx", DESCRIPTION, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Example:
     python -m tensorflow.python.tools.saved_model_cli show --dir models/pnen/1 --all
 """
 
-import argparse
 import os
 
 import keras
@@ -33,7 +32,7 @@ from export.signatures import (
 # Serving needs no gradients; tracing the attention's custom gradient would double the save time.
 _SAVE_OPTIONS = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
 
-__all__ = ["export_saved_model", "read_export_info", "main"]
+__all__ = ["export_saved_model", "read_export_info", "add_arguments", "run", "main"]
 
 
 def export_saved_model(model_path, out, version, *, force=False):
@@ -110,22 +109,26 @@ def _input_preparation(info):
     return lambda batch: imresize(batch, scale=info["scale"])
 
 
-def main(argv=None, prog=None):
-    """Command line: `python -m export.saved_model --model M.keras --out DIR/NAME --version N`."""
-    parser = argparse.ArgumentParser(
-        prog=prog or "python -m export.saved_model",
-        description="Export a .keras model as a TF Serving SavedModel (DIR/NAME/VERSION).",
-    )
+DESCRIPTION = "export a .keras model as a TF Serving SavedModel (DIR/NAME/VERSION)"
+
+
+def add_arguments(parser):
     parser.add_argument("--model", required=True, help="the .keras file to export")
     parser.add_argument("--out", required=True, help="the model directory DIR/NAME")
     parser.add_argument("--version", required=True, help="the version number N (positive)")
     parser.add_argument("--force", action="store_true", help="replace an existing version")
 
-    def action(args):
-        target = export_saved_model(args.model, args.out, args.version, force=args.force)
-        print(f"exported {args.model} to {target} (signatures {SERVING_SIGNATURE}, {BYTES_SIGNATURE})")
 
-    return _cli.run(parser, action, argv)
+@_cli.reports_user_errors
+def run(args):
+    """Export as the parsed `args` say; print where to."""
+    target = export_saved_model(args.model, args.out, args.version, force=args.force)
+    print(f"exported {args.model} to {target} (signatures {SERVING_SIGNATURE}, {BYTES_SIGNATURE})")
+
+
+def main(argv=None):
+    """`python -m export.saved_model --model M.keras --out DIR/NAME --version N [--force]`."""
+    return _cli.main("python -m export.saved_model", DESCRIPTION, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The ONNX export: dynamic sizes, recorded facts, enforced onnxruntime check, bad input."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -10,6 +12,7 @@ from onnx import TensorProto, helper
 from export import read_export_info
 from export.onnx import DEFAULT_OPSET, export_onnx, main
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXPECTED_OPSET = {"pnen": DEFAULT_OPSET, "memnet_sr": 17}
 
 
@@ -80,3 +83,14 @@ def test_probe_check_reports_the_measured_error(onnx_files, tiny_models):
     expected = np.asarray(tiny_models["pnen"].model(images))
     assert max_abs_error(path, images, expected) <= 1e-4
     assert max_abs_error(path, images, expected + 0.5) == pytest.approx(0.5, abs=1e-4)
+
+
+def test_module_entry_point_reports_a_bad_opset(tiny_models, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "export.onnx", "--model", tiny_models["pnen"].path,
+         "--out", str(tmp_path / "model.onnx"), "--opset", "99"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown ONNX opset '99'")
+    assert "Traceback" not in result.stderr
