@@ -6,6 +6,10 @@ of 8, takes the direct path; the exported graphs have dynamic sizes and always t
 tests therefore compare both Keras paths with the exported graphs.
 """
 
+import os
+import re
+import sys
+
 import keras
 import pytest
 import tensorflow as tf
@@ -105,3 +109,25 @@ def parity_size(request):
 @pytest.fixture(scope="session")
 def attention_budget_mb():
     return ATTENTION_BUDGET_MB
+
+
+@pytest.fixture(scope="session")
+def serving_docs_block():
+    """The fenced code block of docs/serving.md that contains `marker` (exactly one must)."""
+    docs = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "docs", "serving.md")
+    with open(docs) as file:
+        blocks = re.findall(r"```\w*\n(.*?)```", file.read(), flags=re.S)
+
+    def block(marker):
+        (found,) = [text for text in blocks if marker in text]
+        return found
+
+    return block
+
+
+@pytest.fixture(scope="session")
+def docs_env():
+    """Environment for running documented commands: this venv's `python` and the repo on the path."""
+    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path, "PYTHONPATH": repo}

@@ -231,3 +231,22 @@ def _wait_until_available(port, server, timeout=60):
             pass
         time.sleep(0.5)
     raise AssertionError(f"tensorflow_model_server did not serve {MODEL!r} within {timeout}s")
+
+
+def test_docs_rest_examples_work(stand_ins, serving_docs_block, docs_env, tmp_path):
+    """docs/serving.md's curl and Python-client examples, against the REST stand-in."""
+    (tmp_path / "noisy.png").write_bytes(_png(7, size=(10, 13)))
+
+    def run_block(marker, command):
+        code = serving_docs_block(marker).replace("8501", str(stand_ins["rest"]))
+        result = subprocess.run(command + [code], cwd=tmp_path, capture_output=True, text=True,
+                                env=docs_env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    run_block('"signature_name": "restore_image"', ["bash", "-ec"])
+    assert tf.io.decode_png((tmp_path / "restored.png").read_bytes()).shape == (10, 13, 3)
+    floats = json.loads(run_block('"signature_name": "serving_default"', ["bash", "-ec"]))
+    assert np.asarray(floats["predictions"]).shape == (1, 1, 2, 3)
+    (tmp_path / "restored.png").unlink()
+    run_block("ServingClient(", ["python", "-c"])

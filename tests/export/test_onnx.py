@@ -1,6 +1,7 @@
 """The ONNX export: dynamic sizes, recorded facts, enforced onnxruntime check, bad input."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from PIL import Image
 
 from export import read_export_info
 from export.onnx import DEFAULT_OPSET, export_onnx, main
@@ -94,3 +96,12 @@ def test_module_entry_point_reports_a_bad_opset(tiny_models, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: unknown ONNX opset '99'")
     assert "Traceback" not in result.stderr
+
+
+def test_docs_onnxruntime_example_works(onnx_files, serving_docs_block, docs_env, tmp_path):
+    shutil.copy(onnx_files["pnen"][0], tmp_path / "pnen.onnx")
+    pixels = np.random.default_rng(4).integers(0, 256, (11, 14, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "noisy.png")
+    code = serving_docs_block("onnxruntime.InferenceSession")
+    subprocess.run(["python", "-c", code], cwd=tmp_path, env=docs_env, check=True)
+    assert np.asarray(Image.open(tmp_path / "restored.png")).shape == (11, 14, 3)

@@ -1,6 +1,7 @@
 """The TF Serving SavedModel: layout, recorded facts, signatures, bytes round trip, bad input."""
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -10,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import pnen_tf
+import pnen_tf.saving
 from export import read_export_info
 from export.saved_model import export_saved_model, main
 from pnen_tf.imresize import imresize
@@ -157,3 +159,16 @@ def test_failure_while_writing_leaves_nothing_behind(tiny_models, tmp_path, monk
     with pytest.raises(OSError, match="disk full"):
         export_saved_model(tiny_models["pnen"].path, str(base), 1)
     assert os.listdir(base) == []
+
+
+def test_docs_model_and_info_examples_work(saved_models, onnx_files, serving_docs_block, docs_env, tmp_path):
+    env = docs_env
+    subprocess.run(["sh", "-ec", serving_docs_block("save_model(build")], cwd=tmp_path, env=env, check=True)
+    assert pnen_tf.saving.read_info(str(tmp_path / "pnen.keras"))["input"] == "same"
+
+    shutil.copytree(saved_models["pnen"], tmp_path / "models" / "pnen")
+    shutil.copy(onnx_files["pnen"][0], tmp_path / "pnen.onnx")
+    code = serving_docs_block("read_export_info(") + "\nprint(read_export_info('pnen.onnx')['model'])"
+    result = subprocess.run(["python", "-c", code], cwd=tmp_path, env=env, check=True,
+                            capture_output=True, text=True)
+    assert result.stdout.split() == ["pnen"]
