@@ -1,0 +1,183 @@
+"""Training and validation data: image folders -> (input, target) pairs -> `tf.data` batches.
+
+Images are decoded once (`pnen_tf.image_io`, which names the file of any decoding problem),
+brought to the model's channels, degraded once per whole image where the degradation is
+deterministic (bicubic SR pairs, cached smoothing targets), and held in memory as uint8.
+The training stream crops random patches, applies the paper's flips and 90-degree rotations
+and, for denoising, fresh Gaussian noise per patch (Sec. IV-A, V).
+
+Every training element n is a pure function of (seed, n): the image and crop come from a NumPy
+random generator seeded with [seed, n], the augmentation and noise from stateless TF ops seeded with
+(seed, n). A run resumed at step k therefore sees exactly the batches the uninterrupted run
+would have seen, and `--seed` reproduces a run.
+"""
+
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from pnen_tf import image_io
+from pnen_tf.imresize import imresize
+from training import degradations, smoothing
+
+log = logging.getLogger("training")
+
+
+class DataError(ValueError):
+    """A problem with the user's images; the message says which file or folder and why."""
+
+
+def list_folder(folder):
+    """Image files in `folder`, or a `DataError` saying why there are none."""
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: no such directory")
+    paths = image_io.list_images(folder)
+    if not paths:
+        raise DataError(f"{folder}: no images found (looked for {', '.join(image_io.IMAGE_EXTENSIONS)})")
+    return paths
+
+
+def load_images(paths, channels, min_side):
+    """Decode `paths` to uint8 [H, W, channels]; skip (with a warning) what cannot be used.
+
+    Unreadable files and images with a side below `min_side` are skipped. Gray images for an
+    RGB model are replicated to RGB and RGB images for a gray model reduced to Y, with one
+    warning listing them, since a mixed folder is usually a mistake worth seeing.
+    """
+    images, converted = [], []
+    for path in paths:
+        try:
+            loaded = image_io.read_image(path)
+        except image_io.ImageReadError as error:
+            log.warning("skipping %s", error)
+            continue
+        pixels = image_io.to_integers(loaded.pixels)
+        if min(pixels.shape[:2]) < min_side:
+            log.warning("skipping %s: %dx%d pixels, smaller than the %d-pixel patch",
+                        path, pixels.shape[1], pixels.shape[0], min_side)
+            continue
+        if pixels.shape[-1] != channels:
+            converted.append(os.path.basename(path))
+        images.append((path, degradations.to_channels(pixels, channels)))
+    if converted:
+        what = "reduced to Y (gray model)" if channels == 1 else "replicated to RGB (RGB model)"
+        log.warning("%d image(s) %s: %s", len(converted), what, ", ".join(converted[:10]))
+    if not images:
+        raise DataError(f"none of the {len(paths)} image(s) is usable for training "
+                        f"(see the warnings above; patches need {min_side}x{min_side} pixels)")
+    return images
+
+
+def center_crop(images, size):
+    """Central `size` x `size` crops of (path, image) items (images already smaller: kept).
+
+    Non-local attention is quadratic in the image area, so whole-image validation of a
+    non-local model is slow on a CPU; `--val-crop` trades coverage for time.
+    """
+    cropped = []
+    for path, image in images:
+        top, left = max(0, (image.shape[0] - size) // 2), max(0, (image.shape[1] - size) // 2)
+        cropped.append((path, image[top:top + size, left:left + size]))
+    return cropped
+
+
+def make_pairs(images, task, scale=1, convention="same", filter_name=None, cache_root=None):
+    """(input, target) pairs, one per image, for `task` (see `training.degradations`).
+
+    Targets are uint8; inputs too, except the float32 bicubic-upsampled SR input.
+
+    Denoising pairs are (clean, clean): the noise is drawn per patch by the stream.
+    """
+    pairs = []
+    for path, image in images:
+        if task == "sr":
+            pairs.append(degradations.bicubic_pair(image, scale, convention))
+        elif task == "smooth":
+            target_path = smoothing.cached_target(image, filter_name, cache_root)
+            target = image_io.to_integers(image_io.read_image(target_path).pixels)
+            pairs.append((image, target.reshape(image.shape)))
+        else:
+            pairs.append((image, image))
+        log.debug("prepared %s", path)
+    return pairs
+
+
+def _crop(pair, patch, ratio, rng):
+    """Aligned random crops: `patch` pixels of the target, `patch // ratio` of an LR input."""
+    inp, target = pair
+    size = patch // ratio
+    top = rng.integers(0, inp.shape[0] - size + 1)
+    left = rng.integers(0, inp.shape[1] - size + 1)
+    t, l, p = top * ratio, left * ratio, size * ratio
+    return inp[top:top + size, left:left + size], target[t:t + p, l:l + p]
+
+
+def train_dataset(pairs, *, patch, batch, seed, task, sigma=0.0, start_step=0):
+    """Infinite stream of (input, target) float32 batches in [0, 1] (input unclipped if noisy).
+
+    Args:
+        pairs: from `make_pairs`; an LR input is `ratio` times smaller than its target.
+        patch: target patch side (the paper's 96); an LR input patch is `patch // scale`.
+        batch: global batch size (split across replicas by the distribution strategy).
+        seed: run seed; element n depends on (seed, n) only.
+        task: 'smooth', 'denoise' or 'sr'.
+        sigma: noise level on the [0, 255] scale for 'denoise'.
+        start_step: first batch to produce (to resume).
+    """
+    ratio = pairs[0][1].shape[0] // pairs[0][0].shape[0]
+    channels = pairs[0][0].shape[-1]
+    size = patch // ratio
+
+    def crop(n):
+        rng = np.random.default_rng([seed, int(n)])
+        return _crop(pairs[rng.integers(len(pairs))], size * ratio, ratio, rng)
+
+    def load(n):
+        # numpy_function, not from_generator: a stateless function of n, so the stream
+        # can start anywhere and no generator thread outlives the run.
+        inp, target = tf.numpy_function(crop, [n], [tf.as_dtype(pairs[0][0].dtype), tf.uint8],
+                                        stateful=False)
+        inp.set_shape([size, size, channels])
+        target.set_shape([size * ratio, size * ratio, channels])
+        return n, inp, target
+
+    def transform(n, inp, target):
+        element_seed = tf.stack([tf.cast(seed, tf.int64), n])
+        inp, target = degradations.augment((inp, target), element_seed)
+        inp = tf.image.convert_image_dtype(inp, tf.float32)
+        target = tf.image.convert_image_dtype(target, tf.float32)
+        if task == "denoise":
+            inp = degradations.add_noise(inp, sigma, element_seed + 2)
+        return inp, target
+
+    dataset = tf.data.Dataset.counter(start_step * batch).map(load)
+    dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Each worker builds the same stream and keeps its share of every global batch: the
+    # stream has no files to shard by.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def validation_set(pairs, *, task, scale=1, convention="same", sigma=0.0, seed=0):
+    """Whole validation images as float32 [H, W, C] dicts: input, target and baseline.
+
+    The baseline is what the network must beat: the noisy input (denoise), the bicubic
+    upsampling (sr) or the unfiltered image (smooth). Validation noise is drawn once from
+    `seed`, so scores are comparable from epoch to epoch.
+    """
+    rng = np.random.default_rng([seed, 2**31])
+    items = []
+    for inp, target in pairs:
+        inp = tf.image.convert_image_dtype(inp, tf.float32).numpy()
+        if task == "denoise":
+            inp = inp + rng.normal(0.0, sigma / 255.0, inp.shape).astype(np.float32)
+        baseline = inp
+        if convention == "lr":
+            baseline = imresize(inp, scale=scale).numpy()
+        items.append({"input": inp, "target": target.astype(np.float32) / 255.0,
+                      "baseline": baseline})
+    return items

@@ -1,0 +1,191 @@
+"""`python -m training.fit`: train, validate, checkpoint and save a PNEN / MemNet / RDN model.
+
+    python -m training.fit --task sr --scale 3              # small model, built-in images
+    python -m training.fit --task smooth --filter l0 --data BSDS500/train --val BSDS500/val
+
+The strategy is chosen here, once; the model and optimizer are created under its scope and
+everything else (`training.loop`) is strategy-agnostic. See docs/training.md.
+"""
+
+import json
+import logging
+import os
+import sys
+
+# Before TensorFlow is imported (by pnen_tf.models): keep C++ start-up noise out of the console.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+log = logging.getLogger("training")
+
+
+def _prepare_data(config):
+    """Training pairs and validation items for the configuration (`training.data`)."""
+    from training import builtin_images, data
+
+    min_side = config["patch"]
+    if config["data"]:
+        train_paths = data.list_folder(config["data"])
+        val_paths = data.list_folder(config["val"]) if config["val"] else None
+        if val_paths is None:
+            if len(train_paths) < 2:
+                raise data.DataError(f"{config['data']}: one image only; pass --val DIR")
+            held = max(1, len(train_paths) // 20)
+            train_paths, val_paths = train_paths[:-held], train_paths[-held:]
+            log.info("validating on %d image(s) held out from --data: %s", held,
+                     ", ".join(os.path.basename(p) for p in val_paths))
+    else:
+        train_paths = builtin_images.train_paths()
+        val_paths = data.list_folder(config["val"]) if config["val"] else \
+            builtin_images.validation_paths()
+    kwargs = dict(task=config["task"], scale=config["scale"], convention=config["input"],
+                  filter_name=config["filter"], cache_root=config["target_cache"])
+    train = data.make_pairs(data.load_images(train_paths, config["in_channels"], min_side),
+                            **kwargs)
+    # Validation images only need to survive the SR shave and SSIM's 11x11 window.
+    val_images = data.load_images(val_paths, config["in_channels"], 11 + 2 * config["scale"])
+    if config["val_crop"]:
+        val_images = data.center_crop(val_images, config["val_crop"])
+    val = data.validation_set(data.make_pairs(val_images, **kwargs), task=config["task"],
+                              scale=config["scale"], convention=config["input"],
+                              sigma=config["sigma"] or 0.0, seed=config["seed"])
+    return train, val
+
+
+def _model_info(config):
+    import pnen_tf
+    from training.config import build_options
+
+    return {"model": config["model"], "task": config["task"], "scale": config["scale"],
+            "in_channels": config["in_channels"], "input": config["input"],
+            "sigma": config["sigma"], "filter": config["filter"],
+            "options": build_options(config), "pnen_tf_version": pnen_tf.__version__}
+
+
+def _build(config, strategy):
+    """Model (multi-output for eq. 5 where the family has it) and Adam, under the scope."""
+    import keras
+
+    from pnen_tf import models
+    from training.config import build_options
+    from training.strategy import needs_synchronized_bn
+
+    keras.mixed_precision.set_global_policy(config["precision"])
+    with strategy.scope():
+        model = models.build(config["model"], multi_output=config["model"] != "rdn",
+                             **build_options(config, needs_synchronized_bn(strategy)))
+        optimizer = keras.optimizers.Adam(config["lr"], beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                                          use_ema=config["ema"] > 0,
+                                          ema_momentum=config["ema"] or 0.99)
+        if config["precision"] == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+
+def train(config):
+    """Run the configured training; returns the last epoch's validation scores (chief)."""
+    import keras
+    import tensorflow as tf
+
+    from pnen_tf import models, saving
+    from training import checkpoints, loop, logging_utils, strategy as strategies
+    from training.config import check_resumable
+
+    strategy = strategies.make_strategy(config["strategy"])
+    chief, worker = strategies.is_chief(strategy), strategies.worker_index(strategy)
+    out = config["out"]
+    config_path = os.path.join(out, "config.json")
+    if os.path.isfile(config_path):
+        if not config["resume"]:
+            raise ValueError(f"{out} already holds a run; pass --resume to continue it or "
+                             "choose another --out")
+        with open(config_path) as f:
+            check_resumable(json.load(f), config)
+    keras.utils.set_random_seed(config["seed"])
+    train_pairs, val_items = _prepare_data(config)
+    model, optimizer = _build(config, strategy)
+    state = checkpoints.TrainState()
+    ckpt = checkpoints.Checkpointer(out, chief, worker, model=model, optimizer=optimizer,
+                                    **state.trackables())
+    restored = ckpt.restore_latest() if config["resume"] else None
+    start_epoch, start_step = int(state.epoch.numpy()), int(optimizer.iterations.numpy())
+    if restored:
+        log.info("resumed %s: epoch %d, step %d, lr %.3g", restored, start_epoch, start_step,
+                 float(optimizer.learning_rate.numpy()))
+    if chief:
+        checkpoints.write_json(config_path, config)
+    run_log = logging_utils.RunLog(out, chief, start_epoch)
+    from training.data import train_dataset
+
+    dataset = train_dataset(train_pairs, patch=config["patch"], batch=config["batch"],
+                            seed=config["seed"], task=config["task"],
+                            sigma=config["sigma"] or 0.0, start_step=start_step)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    step = loop.make_train_step(strategy, model, optimizer, config["batch"], config["loss"],
+                                config["jit"])
+    plateau = loop.Plateau(patience=config["lr_patience"], min_lr=config["min_lr"])
+    inference = models.single_output(model)
+    predict = loop.make_predict(inference)
+    info = _model_info(config)
+    shave, y_only = (config["scale"], True) if config["task"] == "sr" else (0, False)
+    scores = {}
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    prefix = f"[worker {worker}] " if multi_worker else ""
+    for epoch in range(start_epoch + 1, config["epochs"] + 1):
+        if chief:
+            print(f"Epoch {epoch}/{config['epochs']}")
+        progbar = logging_utils.progress_bar(config["steps_per_epoch"], chief)
+        result = loop.train_epoch(step, iterator, config["steps_per_epoch"], progbar,
+                                  optimizer, epoch)
+        lr = plateau.update(state, optimizer.learning_rate, result.loss)
+        row = {**vars(result), "lr": lr}
+        if chief:
+            with loop.EmaWeights(model, optimizer):
+                scores, triplets = loop.validate(predict, val_items, shave, y_only)
+                saving.save_model(inference, os.path.join(out, "last.keras"), info)
+                if scores["val_psnr"] > state.best_score.numpy():
+                    state.best_score.assign(scores["val_psnr"])
+                    saving.save_model(inference, os.path.join(out, "best.keras"), info)
+            row.update(scores)
+            run_log.epoch(row)
+            run_log.images(result.step, triplets)
+        print(f"{prefix}epoch {epoch}: loss {result.loss:.6g}, lr {lr:.3g}"
+              + (f", val PSNR {scores['val_psnr']:.3f} dB / SSIM {scores['val_ssim']:.4f}"
+                 f" (baseline {scores['baseline_psnr']:.3f} dB / {scores['baseline_ssim']:.4f})"
+                 if chief else ""), flush=True)
+        state.epoch.assign(epoch)
+        ckpt.save()
+    if chief and config["export_saved_model"]:
+        from export.saved_model import export_saved_model
+
+        target = export_saved_model(os.path.join(out, "best.keras"),
+                                    config["export_saved_model"], 1, force=True)
+        print(f"exported {target}")
+    return scores
+
+
+def main(argv=None):
+    """Command-line entry; user errors print one line and exit with status 2."""
+    from training.config import parser, resolve
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    args = parser().parse_args(argv)
+    import keras
+
+    try:
+        config = resolve(args)
+        scores = train(config)
+    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    if scores:
+        gain = scores["val_psnr"] - scores["baseline_psnr"]
+        print(f"final validation PSNR {scores['val_psnr']:.3f} dB, baseline "
+              f"{scores['baseline_psnr']:.3f} dB ({gain:+.3f} dB); models in {config['out']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
