@@ -21,7 +21,7 @@ def load(model_path):
     loadable single-input image model.
     """
     if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
+        raise ValueError(
             f"exporting needs the TensorFlow Keras backend, not {keras.backend.backend()!r}: "
             "set KERAS_BACKEND=tensorflow"
         )

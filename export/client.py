@@ -20,7 +20,9 @@ import numpy as np
 
 from export import _cli
 from export._atomic import staged_file
-from export.signatures import BYTES_SIGNATURE, IMAGE_BYTES, IMAGES, PNG_BYTES, RESTORED, SERVING_SIGNATURE
+from export.signatures import (
+    BYTES_SIGNATURE, IMAGE_BYTES, IMAGES, PNG_BYTES, RESTORED, SERVING_SIGNATURE,
+)
 
 DEFAULT_PORTS = {"rest": 8501, "grpc": 8500}
 
@@ -54,7 +56,8 @@ def parse_rest_array(response):
 
 def grpc_bytes_request(model, images, version=None):
     """A `PredictRequest` sending encoded images, a string tensor `[batch]`, to `restore_image`."""
-    return _grpc_request(model, BYTES_SIGNATURE, IMAGE_BYTES, np.array(list(images), dtype=object), version)
+    values = np.array(list(images), dtype=object)
+    return _grpc_request(model, BYTES_SIGNATURE, IMAGE_BYTES, values, version)
 
 
 def grpc_array_request(model, batch, version=None):
@@ -98,7 +101,8 @@ class ServingClient:
         png = client.restore_bytes([open("noisy.png", "rb").read()])[0]
     """
 
-    def __init__(self, host="localhost", port=None, *, model, protocol="rest", version=None, timeout=60.0):
+    def __init__(self, host="localhost", port=None, *, model, protocol="rest", version=None,
+                 timeout=60.0):
         if protocol not in DEFAULT_PORTS:
             raise ValueError(f"protocol must be one of {sorted(DEFAULT_PORTS)}, got {protocol!r}")
         self.host, self.port = host, port or DEFAULT_PORTS[protocol]
@@ -125,7 +129,8 @@ class ServingClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:
                 return json.load(answer)
         except urllib.error.HTTPError as error:
-            raise ValueError(f"TF Serving at {url} answered {error.code}: {error.read().decode(errors='replace')}") from None
+            detail = error.read().decode(errors="replace")
+            raise ValueError(f"TF Serving at {url} answered {error.code}: {detail}") from None
         except urllib.error.URLError as error:
             raise ConnectionError(f"cannot reach TF Serving at {url}: {error.reason}") from None
 
@@ -139,9 +144,10 @@ class ServingClient:
             try:
                 return stub.Predict(request, timeout=self.timeout)
             except grpc.RpcError as error:
+                detail = error.details()
                 if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise ConnectionError(f"cannot reach TF Serving at {target}: {error.details()}") from None
-                raise ValueError(f"TF Serving at {target} answered {error.code().name}: {error.details()}") from None
+                    raise ConnectionError(f"cannot reach TF Serving at {target}: {detail}") from None
+                raise ValueError(f"TF Serving at {target} answered {error.code().name}: {detail}") from None
 
 
 def restore_file(in_path, out_path, client):

@@ -15,19 +15,26 @@ import socket
 import subprocess
 import threading
 import time
+import types
 import urllib.request
 from concurrent import futures
 
-import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from export import client as serving
 
 MODEL = "pnen"
+NO_SERVING_API = "the `serving` extra (tensorflow-serving-api) is not installed"
+
+
+def _serving_apis():
+    """`(predict_pb2, prediction_service_pb2_grpc)`, or skip: gRPC needs the `serving` extra."""
+    return (pytest.importorskip("tensorflow_serving.apis.predict_pb2", reason=NO_SERVING_API),
+            pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc",
+                                reason=NO_SERVING_API))
 
 
 def _png(seed, size=(12, 17)):
@@ -60,6 +67,7 @@ def test_rest_responses_are_parsed():
 
 
 def test_grpc_requests_fill_the_protobuf_fields():
+    _serving_apis()
     pngs = [_png(0), _png(1)]
     request = serving.grpc_bytes_request("pnen", pngs, version=4)
     assert request.model_spec.name == "pnen"
@@ -81,6 +89,7 @@ def test_grpc_requests_fill_the_protobuf_fields():
 
 
 def test_grpc_responses_are_parsed():
+    predict_pb2, _ = _serving_apis()
     response = predict_pb2.PredictResponse()
     response.outputs["png_bytes"].CopyFrom(tf.make_tensor_proto([b"a", b"b"]))
     response.outputs["restored"].CopyFrom(tf.make_tensor_proto(np.ones((1, 2, 2, 3), np.float32)))
@@ -125,6 +134,10 @@ def _rest_server(signatures, seen_paths):
 
 
 def _grpc_server(signatures):
+    import grpc
+
+    predict_pb2, prediction_service_pb2_grpc = _serving_apis()
+
     class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):
             if request.model_spec.name != MODEL:
@@ -143,14 +156,26 @@ def _grpc_server(signatures):
 
 
 @pytest.fixture(scope="module")
-def stand_ins(loaded_signatures):
-    """protocol -> port of a stand-in serving the tiny PNEN; plus the REST paths requested."""
-    seen_paths = []
-    rest, rest_port = _rest_server(loaded_signatures["pnen"], seen_paths)
-    grpc_server, grpc_port = _grpc_server(loaded_signatures["pnen"])
-    yield {"rest": rest_port, "grpc": grpc_port, "seen_paths": seen_paths}
-    rest.shutdown()
-    grpc_server.stop(None)
+def rest_stand_in(loaded_signatures):
+    """A REST stand-in serving the tiny PNEN; `paths` lists the URLs it was asked for."""
+    paths = []
+    server, port = _rest_server(loaded_signatures[MODEL], paths)
+    yield types.SimpleNamespace(protocol="rest", port=port, paths=paths)
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def grpc_stand_in(loaded_signatures):
+    """A gRPC stand-in serving the tiny PNEN."""
+    server, port = _grpc_server(loaded_signatures[MODEL])
+    yield types.SimpleNamespace(protocol="grpc", port=port)
+    server.stop(None)
+
+
+@pytest.fixture(params=["rest", "grpc"])
+def stand_in(request):
+    """Each stand-in in turn."""
+    return request.getfixturevalue(f"{request.param}_stand_in")
 
 
 def _check_restorations(protocol, port, signatures, tmp_path):
@@ -168,23 +193,27 @@ def _check_restorations(protocol, port, signatures, tmp_path):
     np.testing.assert_allclose(restored, signatures["serving_default"](images=batch)["restored"], atol=1e-6)
 
 
-@pytest.mark.parametrize("protocol", ["rest", "grpc"])
-def test_client_restores_end_to_end(protocol, stand_ins, loaded_signatures, tmp_path):
-    _check_restorations(protocol, stand_ins[protocol], loaded_signatures["pnen"], tmp_path)
-    if protocol == "rest":
-        assert stand_ins["seen_paths"][-2:] == [
-            "/v1/models/pnen:predict", "/v1/models/pnen/versions/1:predict"]
+def test_client_restores_end_to_end(stand_in, loaded_signatures, tmp_path):
+    _check_restorations(stand_in.protocol, stand_in.port, loaded_signatures[MODEL], tmp_path)
 
 
-@pytest.mark.parametrize("protocol", ["rest", "grpc"])
-def test_server_errors_are_reported(protocol, stand_ins):
-    client = serving.ServingClient("localhost", stand_ins[protocol], model="other", protocol=protocol)
+def test_rest_client_asks_for_the_right_urls(rest_stand_in):
+    for version in (None, 2):
+        client = serving.ServingClient("localhost", rest_stand_in.port, model=MODEL, version=version)
+        client.restore_bytes([_png(0)])
+    assert rest_stand_in.paths[-2:] == ["/v1/models/pnen:predict", "/v1/models/pnen/versions/2:predict"]
+
+
+def test_server_errors_are_reported(stand_in):
+    client = serving.ServingClient("localhost", stand_in.port, model="other", protocol=stand_in.protocol)
     with pytest.raises(ValueError, match="answered (404|NOT_FOUND).*not found"):
         client.restore_bytes([_png(0)])
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
 def test_unreachable_server_is_a_clear_error(protocol, tmp_path, capsys):
+    if protocol == "grpc":
+        _serving_apis()
     source = tmp_path / "noisy.png"
     source.write_bytes(_png(0))
     port = _free_port()
@@ -233,12 +262,12 @@ def _wait_until_available(port, server, timeout=60):
     raise AssertionError(f"tensorflow_model_server did not serve {MODEL!r} within {timeout}s")
 
 
-def test_docs_rest_examples_work(stand_ins, serving_docs_block, docs_env, tmp_path):
+def test_docs_rest_examples_work(rest_stand_in, serving_docs_block, docs_env, tmp_path):
     """docs/serving.md's curl and Python-client examples, against the REST stand-in."""
     (tmp_path / "noisy.png").write_bytes(_png(7, size=(10, 13)))
 
     def run_block(marker, command):
-        code = serving_docs_block(marker).replace("8501", str(stand_ins["rest"]))
+        code = serving_docs_block(marker).replace("8501", str(rest_stand_in.port))
         result = subprocess.run(command + [code], cwd=tmp_path, capture_output=True, text=True,
                                 env=docs_env)
         assert result.returncode == 0, result.stderr
