@@ -262,6 +262,7 @@ def _wait_until_available(port, server, timeout=60):
     raise AssertionError(f"tensorflow_model_server did not serve {MODEL!r} within {timeout}s")
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the documented REST calls use curl")
 def test_docs_rest_examples_work(rest_stand_in, serving_docs_block, docs_env, tmp_path):
     """docs/serving.md's curl and Python-client examples, against the REST stand-in."""
     (tmp_path / "noisy.png").write_bytes(_png(7, size=(10, 13)))
