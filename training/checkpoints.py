@@ -1,25 +1,31 @@
 """What a run leaves on disk besides its models: training checkpoints and `config.json`.
 
-Checkpoints hold the model, the optimizer (its step counter and learning rate included) and
-the loop's own state (epoch, plateau counters, best score), saved at the end of every epoch
-with `tf.train.CheckpointManager`, whose writes land under temporary names and are renamed
-into place: a crash or `kill -9` loses at most the epoch in progress.
+A checkpoint is a folder `checkpoints/ckpt-<epoch>` holding the model weights (Keras'
+`.weights.h5`, which reaches the variables of nested custom layers that `tf.train.Checkpoint`
+misses under Keras 3), the optimizer's variables (step counter, learning rate, moments, EMA)
+and the loop's counters (epoch, plateau state, best score). It is written under a temporary
+name and renamed into place, so a crash or `kill -9` never leaves a half checkpoint and loses
+at most the epoch in progress. The newest two are kept.
 
-Under MultiWorkerMirroredStrategy every worker takes part in a save (variables may need a
-collective read); only the chief's copy is kept, the others write to a scratch folder that is
-removed afterwards (the pattern of the TensorFlow multi-worker guide).
+Under MultiWorkerMirroredStrategy every worker takes part in a save (reading some distributed
+variables is a collective); only the chief's copy is kept, the others write to a scratch
+folder that is removed afterwards (the pattern of the TensorFlow multi-worker guide).
 """
 
 import json
 import os
+import re
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow as tf
+
+_NAME = re.compile(r"^ckpt-(\d+)$")
 
 
 class TrainState:
-    """Loop counters that must survive a restart, as checkpointable variables."""
+    """Loop counters that must survive a restart."""
 
     def __init__(self):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -29,38 +35,74 @@ class TrainState:
         self.best_score = tf.Variable(float("-inf"), dtype=tf.float64, trainable=False,
                                       name="best_score")
 
-    def trackables(self):
-        return {"epoch": self.epoch, "plateau_best": self.plateau_best,
-                "plateau_wait": self.plateau_wait, "best_score": self.best_score}
+    def as_dict(self):
+        return {"epoch": int(self.epoch.numpy()), "plateau_best": float(self.plateau_best.numpy()),
+                "plateau_wait": int(self.plateau_wait.numpy()),
+                "best_score": float(self.best_score.numpy())}
+
+    def load(self, values):
+        for key, value in values.items():
+            getattr(self, key).assign(value)
 
 
 class Checkpointer:
     """Saves and restores (model, optimizer, state) under `<out>/checkpoints`."""
 
-    def __init__(self, out, chief, worker, max_to_keep=2, **trackables):
-        self.chief = chief
-        self.worker = worker
+    def __init__(self, out, chief, worker, model, optimizer, state, max_to_keep=2):
+        self.chief, self.worker = chief, worker
         self.directory = os.path.join(out, "checkpoints")
-        self.checkpoint = tf.train.Checkpoint(**trackables)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
-                                                  max_to_keep=max_to_keep)
+        self.model, self.optimizer, self.state = model, optimizer, state
+        self.max_to_keep = max_to_keep
+
+    def _existing(self):
+        if not os.path.isdir(self.directory):
+            return []
+        found = [(int(m.group(1)), n) for n in os.listdir(self.directory)
+                 if (m := _NAME.match(n))]
+        return [os.path.join(self.directory, n) for _, n in sorted(found)]
 
     def restore_latest(self):
         """Restore the newest checkpoint (every worker reads the chief's); its path, or None."""
-        latest = tf.train.latest_checkpoint(self.directory)
-        if latest is not None:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return latest
+        existing = self._existing()
+        if not existing:
+            return None
+        path = existing[-1]
+        self.model.load_weights(os.path.join(path, "model.weights.h5"))
+        with np.load(os.path.join(path, "optimizer.npz")) as arrays:
+            values = [arrays[f"v{i}"] for i in range(len(arrays.files))]
+        variables = self.optimizer.variables
+        if len(values) != len(variables) or any(
+                tuple(v.shape) != a.shape for v, a in zip(variables, values)):
+            raise ValueError(f"{path}: optimizer state does not fit this model and optimizer "
+                             f"({len(values)} saved variables, {len(variables)} expected)")
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        with open(os.path.join(path, "state.json")) as f:
+            self.state.load(json.load(f))
+        return path
 
     def save(self):
-        if self.chief:
-            return self.manager.save()
-        scratch = tempfile.mkdtemp(prefix=f"pnen-worker{self.worker}-")
+        """Write `ckpt-<epoch>` atomically; its path (None on non-chief workers)."""
+        root = self.directory if self.chief else tempfile.gettempdir()
+        os.makedirs(root, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".tmp-ckpt-w{self.worker}-", dir=root)
         try:
-            self.checkpoint.write(os.path.join(scratch, "ckpt"))
+            self.model.save_weights(os.path.join(staging, "model.weights.h5"))
+            np.savez(os.path.join(staging, "optimizer.npz"),
+                     **{f"v{i}": v.numpy() for i, v in enumerate(self.optimizer.variables)})
+            with open(os.path.join(staging, "state.json"), "w") as f:
+                json.dump(self.state.as_dict(), f)
+            if not self.chief:
+                return None
+            path = os.path.join(self.directory, f"ckpt-{self.state.as_dict()['epoch']}")
+            if os.path.isdir(path):  # an epoch redone after a crash: the new one wins
+                shutil.rmtree(path)
+            os.replace(staging, path)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        return None
+            shutil.rmtree(staging, ignore_errors=True)
+        for old in self._existing()[:-self.max_to_keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return path
 
 
 def write_json(path, data):

@@ -126,8 +126,9 @@ def resolve(args):
 
 
 def _run_name(config):
-    suffix = {"sr": f"x{config['scale']}", "denoise": f"s{config['sigma']:g}",
-              "smooth": config["filter"]}[config["task"]]
+    task = config["task"]
+    suffix = (f"x{config['scale']}" if task == "sr" else
+              f"s{config['sigma']:g}" if task == "denoise" else config["filter"])
     return f"{config['task']}-{config['model']}-{suffix}"
 
 

@@ -43,8 +43,8 @@ def load_images(paths, channels, min_side):
     """Decode `paths` to uint8 [H, W, channels]; skip (with a warning) what cannot be used.
 
     Unreadable files and images with a side below `min_side` are skipped. Gray images for an
-    RGB model are replicated to RGB and RGB images for a gray model reduced to Y, with one
-    warning listing them, since a mixed folder is usually a mistake worth seeing.
+    RGB model are replicated to RGB and RGB images for a gray model reduced to Y; a folder
+    that mixes both gets a warning listing the converted ones, as it is often a mistake.
     """
     images, converted = [], []
     for path in paths:
@@ -63,7 +63,9 @@ def load_images(paths, channels, min_side):
         images.append((path, degradations.to_channels(pixels, channels)))
     if converted:
         what = "reduced to Y (gray model)" if channels == 1 else "replicated to RGB (RGB model)"
-        log.warning("%d image(s) %s: %s", len(converted), what, ", ".join(converted[:10]))
+        # All-RGB data for a gray model is the SR/denoising norm; a mixed folder is not.
+        report = log.warning if len(converted) < len(images) else log.info
+        report("%d image(s) %s: %s", len(converted), what, ", ".join(converted[:10]))
     if not images:
         raise DataError(f"none of the {len(paths)} image(s) is usable for training "
                         f"(see the warnings above; patches need {min_side}x{min_side} pixels)")

@@ -95,7 +95,8 @@ def train(config):
     chief, worker = strategies.is_chief(strategy), strategies.worker_index(strategy)
     out = config["out"]
     config_path = os.path.join(out, "config.json")
-    if os.path.isfile(config_path):
+    # Only the chief judges: other workers would see the config.json the chief just wrote.
+    if chief and os.path.isfile(config_path):
         if not config["resume"]:
             raise ValueError(f"{out} already holds a run; pass --resume to continue it or "
                              "choose another --out")
@@ -105,8 +106,7 @@ def train(config):
     train_pairs, val_items = _prepare_data(config)
     model, optimizer = _build(config, strategy)
     state = checkpoints.TrainState()
-    ckpt = checkpoints.Checkpointer(out, chief, worker, model=model, optimizer=optimizer,
-                                    **state.trackables())
+    ckpt = checkpoints.Checkpointer(out, chief, worker, model, optimizer, state)
     restored = ckpt.restore_latest() if config["resume"] else None
     start_epoch, start_step = int(state.epoch.numpy()), int(optimizer.iterations.numpy())
     if restored:

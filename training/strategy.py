@@ -43,7 +43,9 @@ def make_strategy(name="auto"):
                              "(see docs/training.md)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # Without GPUs, mirror over the (logical) CPU devices: one normally, several in tests.
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     return tf.distribute.get_strategy()
 
 

@@ -1,0 +1,124 @@
+"""`python -m training.fit` end to end: outputs, resume after kill -9, user errors."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from pnen_tf import image_io, saving
+from training import fit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ["--channels", "8", "--num-memory-blocks", "1", "--num-recursions", "1",
+        "--nonlocal", "none", "--patch", "24", "--batch", "2", "--steps-per-epoch", "3"]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 3), ("val", 1)):
+        os.makedirs(root / split)
+        for i in range(count):
+            ramp = np.linspace(0, 1, 40)[None, :, None] * np.ones((36, 40, 3))
+            image = np.clip(ramp + rng.normal(0, 0.05, ramp.shape), 0, 1).astype(np.float32)
+            image_io.write_image(str(root / split / f"{i}.png"), image)
+    return str(root / "train"), str(root / "val")
+
+
+def _rows(out):
+    with open(os.path.join(out, "log.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_sr_run_writes_models_config_logs(folders, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    argv = ["--task", "sr", "--scale", "3", "--data", folders[0], "--val", folders[1],
+            "--epochs", "2", "--out", out, *TINY]
+    assert fit.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "final validation PSNR" in printed and "baseline" in printed
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["model"] == "memnet" and config["input"] == "upsampled"
+    assert config["preset"] == "paper" and config["channels"] == 8
+    info = saving.read_info(os.path.join(out, "best.keras"))
+    assert {k: info[k] for k in ("model", "task", "scale", "in_channels", "input")} == \
+        {"model": "memnet", "task": "sr", "scale": 3, "in_channels": 1, "input": "upsampled"}
+    assert set(info) >= {"sigma", "filter", "options", "pnen_tf_version"}
+    model = saving.load_model(os.path.join(out, "last.keras"))
+    assert len(model.outputs) == 1  # the inference model, not the eq. (5) training model
+    rows = _rows(out)
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and int(rows[-1]["step"]) == 6
+    assert float(rows[0]["baseline_psnr"]) > 0 and np.isfinite(float(rows[-1]["loss"]))
+    assert os.listdir(os.path.join(out, "tensorboard"))
+    # Rerunning into the same folder without --resume would silently mix two runs.
+    assert fit.main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_after_kill_continues_steps_and_schedule(folders, tmp_path):
+    out = str(tmp_path / "run")
+    argv = ["--task", "denoise", "--sigma", "30", "--data", folders[0], "--val", folders[1],
+            "--out", out, "--lr-patience", "1", *TINY]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    process = subprocess.Popen([sys.executable, "-m", "training.fit", *argv, "--epochs", "500"],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 150
+        while time.time() < deadline and not (
+                os.path.isdir(os.path.join(out, "checkpoints"))
+                and len(os.listdir(os.path.join(out, "checkpoints"))) >= 2):
+            time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    checkpoints = sorted(n for n in os.listdir(os.path.join(out, "checkpoints"))
+                         if n.startswith("ckpt-"))
+    assert checkpoints, "no checkpoint written before the kill"
+    done = max(int(n.split("-")[1]) for n in checkpoints)
+    state = json.load(open(os.path.join(out, "checkpoints", f"ckpt-{done}", "state.json")))
+    assert state["epoch"] == done
+    assert fit.main([*argv, "--epochs", str(done + 2), "--resume"]) == 0
+    rows = _rows(out)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, done + 3))
+    assert [int(r["step"]) for r in rows] == [3 * e for e in range(1, done + 3)]
+    lrs = [float(r["lr"]) for r in rows]
+    assert all(b <= a for a, b in zip(lrs, lrs[1:]))  # the schedule never restarts
+
+
+def test_resume_refuses_a_different_configuration(folders, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    base = ["--task", "sr", "--data", folders[0], "--val", folders[1], "--out", out,
+            "--epochs", "1", *TINY]
+    assert fit.main(base) == 0
+    assert fit.main([*base, "--resume", "--scale", "2", "--patch", "24"]) == 2
+    assert "scale: 3 -> 2" in capsys.readouterr().err
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert fit.main(["--task", "sr", "--data", str(empty), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no images found" in err and str(empty) in err and "Traceback" not in err
+    assert fit.main(["--task", "sr", "--scale", "3", "--patch", "32"]) == 2
+    assert "multiple of --scale" in capsys.readouterr().err
+    assert fit.main(["--task", "denoise", "--model", "pnen"]) == 2
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        fit.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--task", "--model", "--nonlocal", "--deeper", "--scale", "--sigma", "--filter",
+                 "--data", "--val", "--patch", "--batch", "--epochs", "--steps-per-epoch", "--lr",
+                 "--out", "--resume", "--strategy", "--precision", "--jit", "--seed",
+                 "--channels", "--ema", "--export-saved-model", "--preset"):
+        assert flag in text
