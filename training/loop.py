@@ -55,24 +55,28 @@ def per_example_loss(targets, outputs, kind="mse"):
 
 
 def make_train_step(strategy, model, optimizer, global_batch, loss="mse", jit=False):
-    """A `tf.function` that trains on the next distributed batch and returns the global loss."""
+    """A `tf.function` that trains on the next distributed batch and returns the global loss.
 
-    @tf.function(jit_compile=jit)
-    def gradients(inputs, targets):
+    The replica step must not be a nested `tf.function`: synchronised batch norm all-reduces
+    inside the forward pass, which TensorFlow only allows in the outer function. So `jit`
+    XLA-compiles the whole step, which is supported on one device only.
+    """
+    if jit and strategy.num_replicas_in_sync > 1:
+        raise ValueError("--jit compiles the whole training step and supports one device "
+                         f"only; this strategy has {strategy.num_replicas_in_sync} replicas")
+
+    def replica_step(inputs, targets):
         with tf.GradientTape() as tape:
             outputs = model(inputs, training=True)
             value = tf.nn.compute_average_loss(per_example_loss(targets, outputs, loss),
                                                global_batch_size=global_batch)
             # Scaled for mixed_float16 (a LossScaleOptimizer); identity otherwise.
             scaled = optimizer.scale_loss(value)
-        return value, tape.gradient(scaled, model.trainable_variables)
-
-    def replica_step(inputs, targets):
-        value, grads = gradients(inputs, targets)
+        grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return value
 
-    @tf.function
+    @tf.function(jit_compile=jit)
     def step(iterator):
         losses = strategy.run(replica_step, args=next(iterator))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
