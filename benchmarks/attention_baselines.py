@@ -6,7 +6,10 @@
 - map_fn: queries in chunks of 1024 with `tf.map_fn`, each chunk against all keys (the
   common memory fix; its gradient keeps every chunk's probabilities);
 - tiled: `pnen_tf.layers.nonlocal_attention` (query chunks x key blocks, online softmax,
-  recomputing custom gradient).
+  recomputing custom gradient); tiled_bf16: the same with bfloat16 matrix products.
+
+The checksum (sum of |output|, or of |gradient| for the training pass) shows that the exact
+methods agree and what bfloat16 costs.
 
 Each run is a fresh process; "GB" is its peak resident memory minus that before the call.
 """
@@ -14,7 +17,7 @@ Each run is a fresh process; "GB" is its peak resident memory minus that before 
 import argparse
 import json
 
-METHODS = ("direct", "map_fn", "tiled")
+METHODS = ("direct", "map_fn", "tiled", "tiled_bf16")
 
 
 def _map_fn_attention(query_map, key_map, value_map, **_):
@@ -42,7 +45,8 @@ def child(payload):
     from pnen_tf.layers import PyramidNonLocalBlock, nonlocal_base
 
     method = payload["method"]
-    options = {"memory_budget_mb": 10**6} if method == "direct" else {}
+    options = {"direct": {"memory_budget_mb": 10**6},
+               "tiled_bf16": {"attention_dtype": "bfloat16"}}.get(method, {})
     if method == "map_fn":
         nonlocal_base.nonlocal_attention = _map_fn_attention
     height, width = payload["size"]
@@ -89,7 +93,7 @@ def main(argv=None):
     for kind, size, batch in runs:
         height, width = (int(v) for v in size.lower().split("x"))
         for method in METHODS:
-            if method == "direct" and kind == "forward" and height * width > args.skip_direct_above:
+            if method == "direct" and height * width * batch > args.skip_direct_above:
                 print(f"| {kind} | {batch}x{size} | {method} | — | does not fit: the scale-2 matrix "
                       f"alone is {height * width * (height // 2) * (width // 2) * 4 / 2**30:.0f} GB | |")
                 continue

@@ -1,6 +1,7 @@
 """PNEN forward on whole images: seconds, peak memory, achieved GFLOP/s vs the matmul peak.
 
     python -m benchmarks.inference [--sizes 500x400 2048x2048] [--precisions float32 bfloat16]
+    KERAS_BACKEND=jax python -m benchmarks.inference --repeat     # e.g. on a GPU, no TensorFlow
 
 Every image runs in a fresh process (clean peak RSS). The fp32 and bf16 matmul peaks of this
 machine are measured in the same run, so the fractions compare like with like. bfloat16 runs the
@@ -13,14 +14,14 @@ import argparse
 import json
 import os
 import tempfile
+import time
 
 
 def child(payload):
     import keras
     import numpy as np
-    import tensorflow as tf
 
-    from benchmarks.measure import count_macs, peak_rss_gb
+    from benchmarks.measure import compiled_forward, count_macs, peak_rss_gb
     from pnen_tf import models
 
     height, width = payload["size"]
@@ -34,13 +35,14 @@ def child(payload):
     macs["conv"] = macs["attention"] = 0
     with count_macs(dry_attention=True) as macs:
         model(image)
-    forward = tf.function(lambda x: model(x, training=False),
-                          input_signature=[tf.TensorSpec([None, None, None, 3])])
-    import time
-
+    forward = compiled_forward(model)
     start = time.perf_counter()
-    out = forward(image).numpy().astype("float32")
+    out = forward(image).astype("float32")
     seconds = time.perf_counter() - start
+    if payload["repeat"]:  # on a GPU the first call also compiles: time a second one
+        start = time.perf_counter()
+        forward(image)
+        seconds = time.perf_counter() - start
     np.save(payload["output"], out)
     return {"seconds": seconds, "peak_gb": peak_rss_gb(), "gmacs": (macs["conv"] + macs["attention"]) / 1e9}
 
@@ -50,6 +52,8 @@ def main(argv=None):
     parser.add_argument("--sizes", nargs="+", default=["500x400"], help="HxW, e.g. 500x400 2048x2048")
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"],
                         choices=["float32", "bfloat16"])
+    parser.add_argument("--repeat", action="store_true",
+                        help="time a second call (excludes compilation; use on GPUs)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -62,7 +66,7 @@ def main(argv=None):
     peaks = {p: matmul_peak_gflops(p) for p in ("float32", "bfloat16")}
     print(f"# {machine()}")
     print(f"# 4096^2 matmul peak: fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s")
-    print("| image | precision | seconds | peak RSS GB | GMACs | GFLOP/s | of matmul peak | max abs diff vs fp32 |")
+    print("| image | precision | seconds | peak RSS GB | GMACs | GFLOP/s | of matmul peak | max error vs fp32 (relative) |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
@@ -71,13 +75,15 @@ def main(argv=None):
             for precision in args.precisions:
                 path = os.path.join(tmp, f"{size}-{precision}.npy")
                 r = run_child("benchmarks.inference", {"size": [height, width], "precision": precision,
-                                                       "output": path}, timeout=6 * 3600)
+                                                       "output": path, "repeat": args.repeat}, timeout=6 * 3600)
                 if "error" in r:
                     print(f"| {size} | {precision} | error: {r['error']} |", flush=True)
                     continue
                 outputs[precision] = np.load(path)
-                diff = (f"{np.abs(outputs[precision] - outputs['float32']).max():.2e}"
-                        if "float32" in outputs else "n/a")
+                diff = "n/a"
+                if "float32" in outputs:
+                    reference = outputs["float32"]
+                    diff = f"{np.abs(outputs[precision] - reference).max() / np.abs(reference).max():.1e}"
                 gflops = 2 * r["gmacs"] / r["seconds"]
                 print(f"| {size} | {precision} | {r['seconds']:.1f} | {r['peak_gb']:.2f} | {r['gmacs']:.0f} "
                       f"| {gflops:.0f} | {gflops / peaks[precision]:.0%} | {diff} |", flush=True)

@@ -65,7 +65,7 @@ def current_rss_gb():
 
 def run_child(module, payload, timeout=3600):
     """Run `python -m module --child JSON` in a fresh process (clean peak RSS); its JSON reply."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run([sys.executable, "-m", module, "--child", json.dumps(payload)],
                             capture_output=True, text=True, env=env, timeout=timeout)
     if result.returncode != 0:
@@ -84,21 +84,48 @@ def timed(fn, repeats=3):
     return float(np.median(times))
 
 
-def matmul_peak_gflops(dtype="float32", size=4096, repeats=5):
-    """Achieved GFLOP/s of a size x size matmul in TensorFlow: the machine's practical peak."""
+def compile_fn(fn):
+    """`fn` compiled for the current Keras backend: `tf.function` or `jax.jit`."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(fn)
     import tensorflow as tf
 
-    a = tf.random.normal((size, size), dtype=tf.float32)
-    a = tf.cast(a, dtype)
-    matmul = tf.function(lambda x: tf.matmul(x, x))
-    seconds = timed(lambda: matmul(a).numpy(), repeats)
+    return tf.function(fn)
+
+
+def compiled_forward(model):
+    """Inference call of `model`, compiled for the backend, returning a NumPy array."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        state = ([v.value for v in model.trainable_variables],
+                 [v.value for v in model.non_trainable_variables])
+        call = jax.jit(lambda s, x: model.stateless_call(s[0], s[1], x, training=False)[0])
+        return lambda x: np.asarray(call(state, x))
+    fn = compile_fn(lambda x: model(x, training=False))
+    return lambda x: keras.ops.convert_to_numpy(fn(x))
+
+
+def matmul_peak_gflops(dtype="float32", size=4096, repeats=5):
+    """Achieved GFLOP/s of a size x size matmul on this backend: the machine's practical peak."""
+    import keras
+
+    a = keras.ops.cast(keras.random.normal((size, size)), dtype)
+    matmul = compile_fn(lambda x: keras.ops.matmul(x, x))
+    seconds = timed(lambda: keras.ops.convert_to_numpy(keras.ops.sum(matmul(a))), repeats)
     return 2 * size**3 / seconds / 1e9
 
 
 def machine():
     import platform
 
-    import tensorflow as tf
+    import keras
 
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):
@@ -106,4 +133,10 @@ def machine():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, TF {tf.__version__}"
+    device = cpu
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = ", ".join(sorted({d.device_kind for d in jax.devices()}))
+    return (f"{device}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"Keras {keras.__version__} ({keras.backend.backend()} backend)")

@@ -18,6 +18,9 @@ import sys
 COMMANDS = {
     "restore": ("pnen_tf.restore", "restore images (file, folder or glob) with a trained model"),
     "evaluate": ("training.evaluate", "PSNR/SSIM of a model or baseline on benchmark folders"),
+    "export-savedmodel": ("export.saved_model", "export a .keras model as a TF Serving SavedModel (DIR/NAME/VERSION)"),
+    "export-onnx": ("export.onnx", "convert a .keras model to ONNX and check it with onnxruntime"),
+    "serve-client": ("export.client", "restore an image with a model served by TF Serving (REST or gRPC)"),
 }
 
 

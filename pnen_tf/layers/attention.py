@@ -103,15 +103,40 @@ class _Tiles:
         return self.matmul(q, ops.transpose(k, (0, 2, 1))) + ops.take(self.key_bias, j, axis=0)
 
 
+def _after(x, carry):
+    """`x`, made to wait for `carry`, exactly (adds 0 * a finite value of the carry).
+
+    TensorFlow runs up to ten iterations of a while loop at once when their inputs are ready;
+    a tile depends only on the loop counter, so ten tiles would be alive together. Tying the
+    tile's input to the previous iteration's result keeps one alive (JAX loops are sequential).
+    """
+    return x + 0.0 * ops.min(carry)
+
+
+def _sequential_map(fn, xs, like):
+    """`fn` over the leading axis of `xs`, one element at a time; `like`: zeros shaped as an output.
+
+    `ops.scan` with unroll=1 runs its iterations strictly in turn on every backend (`ops.map`
+    lets TensorFlow run ten at once, with ten tiles in memory).
+    """
+
+    def step(previous, x):
+        y = fn(x, previous)
+        return y, y
+
+    return ops.scan(step, like, xs)[1]
+
+
 def _forward(tiles):
     """Online softmax over key blocks for every query chunk: output and log-sum-exp."""
+    batch, chunk = ops.shape(tiles.queries)[1:3]
 
-    def one_chunk(q):
-        rows = ops.shape(q)[:2]
+    def one_chunk(q, previous):
+        q = _after(q, previous[1])
 
         def step(j, carry):
             running_max, running_sum, acc = carry
-            logits = tiles.logits(q, j)
+            logits = tiles.logits(_after(q, running_max), j)
             new_max = ops.maximum(running_max, ops.max(logits, axis=-1, keepdims=True))
             p = ops.exp(logits - new_max)
             rescale = ops.exp(running_max - new_max)
@@ -120,14 +145,16 @@ def _forward(tiles):
             return new_max, running_sum, acc
 
         init = (
-            ops.full((rows[0], rows[1], 1), _NEG_LARGE, "float32"),
-            ops.zeros((rows[0], rows[1], 1), "float32"),
-            ops.zeros((rows[0], rows[1], ops.shape(tiles.values)[-1]), "float32"),
+            ops.full((batch, chunk, 1), _NEG_LARGE, "float32"),
+            ops.zeros((batch, chunk, 1), "float32"),
+            ops.zeros((batch, chunk, ops.shape(tiles.values)[-1]), "float32"),
         )
         running_max, running_sum, acc = ops.fori_loop(0, tiles.num_blocks, step, init)
         return acc / running_sum, running_max + ops.log(running_sum)
 
-    return ops.map(one_chunk, tiles.queries)
+    like = (ops.zeros((batch, chunk, ops.shape(tiles.values)[-1]), "float32"),
+            ops.zeros((batch, chunk, 1), "float32"))
+    return _sequential_map(one_chunk, tiles.queries, like)
 
 
 def _backward(tiles, d_out, out, lse):
@@ -146,33 +173,34 @@ def _backward(tiles, d_out, out, lse):
         d_p = tiles.matmul(c_do, ops.transpose(ops.take(tiles.values, j, axis=0), (0, 2, 1)))
         return p, p * (d_p - c_delta)
 
-    def query_chunk_grad(chunk):
+    def query_chunk_grad(chunk, previous):
         c_q, c_do, c_lse, c_delta = chunk
+        c_q = _after(c_q, previous)
 
         def step(j, d_q):
-            _, d_s = probabilities_and_dlogits(c_q, c_do, c_lse, c_delta, j)
+            _, d_s = probabilities_and_dlogits(_after(c_q, d_q), c_do, c_lse, c_delta, j)
             return d_q + tiles.matmul(d_s, ops.take(tiles.keys, j, axis=0))
 
         return ops.fori_loop(0, tiles.num_blocks, step, ops.zeros_like(c_q, "float32"))
 
-    def key_block_grad(j):
+    def key_block_grad(j, previous):
         def step(c, carry):
             d_k, d_v = carry
-            c_q, c_do = ops.take(tiles.queries, c, axis=0), ops.take(d_out, c, axis=0)
+            c_q = _after(ops.take(tiles.queries, c, axis=0), d_k)
+            c_do = ops.take(d_out, c, axis=0)
             c_lse, c_delta = ops.take(lse, c, axis=0), ops.take(delta, c, axis=0)
             p, d_s = probabilities_and_dlogits(c_q, c_do, c_lse, c_delta, j)
             d_k = d_k + tiles.matmul(ops.transpose(d_s, (0, 2, 1)), c_q)
             d_v = d_v + tiles.matmul(ops.transpose(p, (0, 2, 1)), c_do)
             return d_k, d_v
 
-        init = (
-            ops.zeros_like(ops.take(tiles.keys, j, axis=0), "float32"),
-            ops.zeros_like(ops.take(tiles.values, j, axis=0), "float32"),
-        )
+        init = tuple(ops.zeros_like(p, "float32") + 0.0 * ops.min(p) for p in previous)
         return ops.fori_loop(0, num_chunks, step, init)
 
-    d_q = ops.map(query_chunk_grad, (tiles.queries, d_out, lse, delta))
-    d_k, d_v = ops.map(key_block_grad, ops.arange(tiles.num_blocks))
+    d_q = _sequential_map(query_chunk_grad, (tiles.queries, d_out, lse, delta),
+                          ops.zeros_like(tiles.queries[0], "float32"))
+    block_like = (ops.zeros_like(tiles.keys[0], "float32"), ops.zeros_like(tiles.values[0], "float32"))
+    d_k, d_v = _sequential_map(key_block_grad, ops.arange(tiles.num_blocks), block_like)
     return (
         _merge(d_q, tiles.num_queries),
         _merge(d_k, tiles.num_keys),
@@ -209,7 +237,7 @@ def tiled_attention(query, key, value, query_chunk, key_block, matmul_dtype="flo
 
 
 def nonlocal_attention(
-    query_map, key_map, value_map, memory_budget_mb=256, query_chunk=None, key_block=None,
+    query_map, key_map, value_map, memory_budget_mb=64, query_chunk=None, key_block=None,
     attention_dtype=None,
 ):
     """Eq. (11) on NHWC feature maps: every query pixel attends to every key pixel.

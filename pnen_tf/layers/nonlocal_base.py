@@ -21,7 +21,7 @@ class NonLocalBase(layers.Layer):
     kernel size) and `stride`.
     """
 
-    def __init__(self, memory_budget_mb=256, query_chunk=None, key_block=None,
+    def __init__(self, memory_budget_mb=64, query_chunk=None, key_block=None,
                  attention_dtype=None, **kwargs):
         super().__init__(**kwargs)
         if attention_dtype not in (None, "bfloat16", "float32"):

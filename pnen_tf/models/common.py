@@ -27,3 +27,11 @@ def image_input(in_channels, name="image"):
     if in_channels not in (1, 3):
         raise ValueError(f"in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels!r}")
     return keras.Input(shape=(None, None, in_channels), name=name)
+
+
+def check_positions(option, positions, count, nonlocal_block):
+    """Refuse non-local positions that the network does not have (a silent no-op otherwise)."""
+    missing = [p for p in positions if not 1 <= p <= count]
+    if nonlocal_block is not None and missing:
+        raise ValueError(f"{option}={tuple(positions)} names blocks beyond the network's {count}; "
+                         f"pass positions between 1 and {count}")

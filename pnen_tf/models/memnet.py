@@ -5,7 +5,7 @@ from keras import layers
 
 from pnen_tf.layers import MemoryBlock, WeightedSum
 from pnen_tf.layers.memory_block import apply_unit, bn_relu_conv
-from pnen_tf.models.common import image_input, make_nonlocal
+from pnen_tf.models.common import check_positions, image_input, make_nonlocal
 
 # "One PNB ahead of every five memory blocks": before blocks 1 and 6 of M6R6.
 DEFAULT_NONLOCAL_BEFORE = (1, 6)
@@ -29,6 +29,7 @@ def build_memnet(in_channels=1, channels=64, num_memory_blocks=6, num_recursions
     """
     if deeper:
         num_memory_blocks = DEEPER_MEMORY_BLOCKS
+    check_positions("nonlocal_before", nonlocal_before, num_memory_blocks, nonlocal_block)
     image = image_input(in_channels)
     fenet = bn_relu_conv(channels, 3, "fenet", synchronized_bn, None)
     recon = bn_relu_conv(in_channels, 3, "recon", synchronized_bn, None, use_bias=True)

@@ -4,7 +4,7 @@ import keras
 from keras import layers
 
 from pnen_tf.layers import PixelShuffle, ResidualDenseBlock
-from pnen_tf.models.common import image_input, make_nonlocal
+from pnen_tf.models.common import check_positions, image_input, make_nonlocal
 
 # "One PNB before every five residual dense blocks": after blocks 5 and 10 (PNEN_Denoise).
 DEFAULT_NONLOCAL_AFTER = (5, 10)
@@ -30,6 +30,7 @@ def build_rdn(scale=1, in_channels=None, channels=64, num_blocks=16, num_layers=
     """
     if scale not in (1, 2, 3, 4):
         raise ValueError(f"rdn: scale must be 1 (denoising), 2, 3 or 4, got {scale!r}")
+    check_positions("nonlocal_after", nonlocal_after, num_blocks, nonlocal_block)
     in_channels = in_channels or (1 if scale == 1 else 3)
     growth = growth or channels
     image = image_input(in_channels)

@@ -122,6 +122,8 @@ def test_bad_options_give_clear_errors():
         models.build("pnen", in_channels=4)
     with pytest.raises(ValueError, match="pnen"):
         models.build("pnen", num_blocks=3)
+    with pytest.raises(ValueError, match=r"nonlocal_after=\(5, 10\).*2"):
+        models.build("rdn", nonlocal_block="pnb", num_blocks=2)
     model = models.build("rdn", **TINY["rdn"])
     with pytest.raises(ValueError, match="expected axis -1"):
         model(np.zeros((1, 8, 8, 3), "float32"))
