@@ -25,7 +25,7 @@ PRESETS = {
     # the quick preset trains the plain network (--nonlocal pnb brings them back).
     "quick": {"channels": 32, "patch": 48, "batch": 16, "epochs": 10, "steps_per_epoch": 100,
               "lr": 1e-3, "nonlocal_block": "none", "val_crop": 256,
-              "num_groups": 1, "num_memory_blocks": 2, "num_recursions": 2,
+              "num_groups": 1, "num_memory_blocks": 1, "num_recursions": 1,
               "num_blocks": 2, "num_layers": 3, "growth": 16},
 }
 # Flags that may differ when a run is resumed; any other difference is a different run.

@@ -9,15 +9,18 @@ import keras
 from pnen_tf import models
 from training import checkpoints, data, loop
 
-TINY = {"pnen": {"num_groups": 2}, "memnet": {"num_memory_blocks": 1, "num_recursions": 1},
+TINY = {"pnen": {"num_groups": 1}, "memnet": {"num_memory_blocks": 1, "num_recursions": 1},
         "rdn": {"num_blocks": 1, "num_layers": 2, "growth": 8}}
+# Where the one non-local block goes in a one-block network (the paper's places are deeper).
+POSITIONS = {"pnen": {}, "memnet": {"nonlocal_before": (1,)}, "rdn": {"nonlocal_after": (1,)}}
 
 
 def _tiny(name, scale, multi_output, nonlocal_block="pnb"):
     in_channels = 3 if name == "pnen" or (name == "rdn" and scale > 1) else 1
     return models.build(name, scale=scale, in_channels=in_channels, channels=8,
                         nonlocal_block=nonlocal_block, multi_output=multi_output,
-                        nonlocal_options={"scales": (2, 4)}, **TINY[name]), in_channels
+                        nonlocal_options={"scales": (2, 4)}, **TINY[name],
+                        **(POSITIONS[name] if nonlocal_block else {})), in_channels
 
 
 def _pairs(task, channels, scale, convention):
