@@ -6,24 +6,13 @@ from keras import layers, ops
 from pnen_tf.layers._validation import check_feature_map
 
 
-def bn_relu_conv(filters, kernel_size, name, synchronized_bn, dtype, use_bias=False):
-    """MemNet's pre-activation unit: BN -> ReLU -> Conv.
-
-    Biases are off by default: in MemNet every feature map is consumed only through the next
-    unit's batch norm, whose centring cancels a bias (it would never receive a gradient). Only
-    the reconstruction conv, whose output is the image residual, needs one.
-    """
-    return [
-        layers.BatchNormalization(synchronized=synchronized_bn, name=f"{name}_bn", dtype=dtype),
-        layers.ReLU(dtype=dtype),
-        layers.Conv2D(filters, kernel_size, padding="same", use_bias=use_bias, name=f"{name}_conv",
-                      dtype=dtype),
-    ]
+def batch_norm(name, synchronized_bn, dtype=None):
+    return layers.BatchNormalization(synchronized=synchronized_bn, name=name, dtype=dtype)
 
 
-def apply_unit(unit, x, training):
-    norm, relu, conv = unit
-    return conv(relu(norm(x, training=training)))
+def bn_relu_conv(norm, conv, x, training=None):
+    """MemNet's pre-activation unit: BN -> ReLU -> Conv (the conv may be shared, the BN not)."""
+    return conv(ops.relu(norm(x, training=training)))
 
 
 @keras.saving.register_keras_serializable(package="pnen_tf")
@@ -32,9 +21,15 @@ class MemoryBlock(layers.Layer):
 
     Called on the list of long-term memories [B_0, ..., B_{m-1}] (the feature-extraction output
     and every earlier block's output; a single tensor means m = 1). The recursive unit applies one
-    residual building block (two BN-ReLU-Conv units, weights shared across recursions) R times to
-    B_{m-1}: H_r = F(H_{r-1}) + H_{r-1}. The gate unit, a BN-ReLU-1x1 Conv, fuses the R short-term
-    memories H_1..H_R with the m long-term memories into B_m. Gate width: (R + m) x C inputs.
+    residual building block (two BN-ReLU-Conv units) R times to B_{m-1}:
+    H_r = F(H_{r-1}) + H_{r-1}. Its convolutions are shared across the recursions (MemNet's
+    recursive learning); each recursion keeps its own batch norm, because the statistics of H_r
+    differ from one recursion to the next and one shared set of moving averages would mix them.
+    The gate unit, a BN-ReLU-1x1 Conv, fuses the R short-term memories H_1..H_R with the m
+    long-term memories into B_m. Gate width: (R + m) x C inputs.
+
+    Convolutions carry no bias: every map they produce is consumed through a batch norm, whose
+    centring would cancel it (it would never receive a gradient).
 
     Args:
         num_recursions: R.
@@ -60,17 +55,22 @@ class MemoryBlock(layers.Layer):
         channels = check_feature_map(self, shapes[-1])
         for shape in shapes:
             check_feature_map(self, shape, channels)
-        dtype = self.dtype_policy
-        self.residual_units = [
-            bn_relu_conv(channels, 3, f"recursive_{i}", self.synchronized_bn, dtype) for i in range(2)
+        conv = lambda filters, kernel, name: layers.Conv2D(  # noqa: E731
+            filters, kernel, padding="same", use_bias=False, name=name, dtype=self.dtype_policy)
+        sync, dtype = self.synchronized_bn, self.dtype_policy
+        self.recursive_convs = [conv(channels, 3, f"recursive_conv_{i}") for i in range(2)]
+        self.recursive_norms = [
+            [batch_norm(f"recursion_{r}_bn_{i}", sync, dtype) for i in range(2)]
+            for r in range(self.num_recursions)
         ]
         gate_channels = (self.num_recursions + len(shapes)) * channels
-        self.gate = bn_relu_conv(channels, 1, "gate", self.synchronized_bn, dtype)
-        for unit in self.residual_units:
-            for layer in unit:
-                layer.build(shapes[-1])
-        for layer in self.gate:
-            layer.build(tuple(shapes[-1][:-1]) + (gate_channels,))
+        self.gate_norm = batch_norm("gate_bn", sync, dtype)
+        self.gate_conv = conv(channels, 1, "gate_conv")
+        for layer in self.recursive_convs + [n for pair in self.recursive_norms for n in pair]:
+            layer.build(shapes[-1])
+        gate_shape = tuple(shapes[-1][:-1]) + (gate_channels,)
+        self.gate_norm.build(gate_shape)
+        self.gate_conv.build(gate_shape)
         self.channels = channels
         self.num_memories = len(shapes)
 
@@ -83,13 +83,14 @@ class MemoryBlock(layers.Layer):
             check_feature_map(self, memory.shape, self.channels)
         h = memories[-1]
         short_term = []
-        for _ in range(self.num_recursions):
+        for norms in self.recursive_norms:
             residual = h
-            for unit in self.residual_units:
-                residual = apply_unit(unit, residual, training)
+            for norm, conv in zip(norms, self.recursive_convs):
+                residual = bn_relu_conv(norm, conv, residual, training)
             h = h + residual
             short_term.append(h)
-        return apply_unit(self.gate, ops.concatenate(short_term + memories, axis=-1), training)
+        gate_input = ops.concatenate(short_term + memories, axis=-1)
+        return bn_relu_conv(self.gate_norm, self.gate_conv, gate_input, training)
 
     def compute_output_shape(self, input_shape):
         return _as_list(input_shape)[-1]

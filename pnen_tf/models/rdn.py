@@ -7,7 +7,7 @@ from pnen_tf.layers import PixelShuffle, ResidualDenseBlock
 from pnen_tf.models.common import check_positions, image_input, make_nonlocal
 
 # "One PNB before every five residual dense blocks": after blocks 5 and 10 (PNEN_Denoise).
-DEFAULT_NONLOCAL_AFTER = (5, 10)
+PAPER_NONLOCAL_AFTER = (5, 10)
 # "Deeper" RDN: one more dense block (23.38M parameters = RDN + one block). It is inserted in
 # the chain after block 8 and its output takes that block's place in the global fusion, the way
 # the non-local blocks are inserted, which keeps the fusion at 16 x 64 channels as the count says.
@@ -16,7 +16,7 @@ DEEPER_AFTER = 8
 
 def build_rdn(scale=1, in_channels=None, channels=64, num_blocks=16, num_layers=8, growth=None,
               nonlocal_block=None, nonlocal_variant=None, nonlocal_options=None,
-              nonlocal_after=DEFAULT_NONLOCAL_AFTER, deeper=False):
+              nonlocal_after=None, deeper=False):
     """RDN with D=num_blocks dense blocks of C=num_layers layers, growth G, G0=channels.
 
     Shallow features F_-1 = conv(x), F_0 = conv(F_-1); dense blocks; global feature fusion
@@ -27,9 +27,14 @@ def build_rdn(scale=1, in_channels=None, channels=64, num_blocks=16, num_layers=
 
     The authors' code concatenates block 4 twice and drops block 3 in the global fusion; this
     builder fuses blocks 1..D as the RDN paper describes (same parameter count).
+    `nonlocal_after=None` takes the paper's positions (5, 10) that precede the last block, or
+    the middle block of a network too small for them.
     """
     if scale not in (1, 2, 3, 4):
         raise ValueError(f"rdn: scale must be 1 (denoising), 2, 3 or 4, got {scale!r}")
+    if nonlocal_after is None:
+        nonlocal_after = tuple(d for d in PAPER_NONLOCAL_AFTER if d < num_blocks) or (
+            max(1, num_blocks // 2),)
     check_positions("nonlocal_after", nonlocal_after, num_blocks, nonlocal_block)
     in_channels = in_channels or (1 if scale == 1 else 3)
     growth = growth or channels

@@ -43,16 +43,40 @@ def test_drb_rejects_a_channel_mismatch():
 def test_memory_block_harness_and_gate_width(tmp_path):
     x = _input()
     layer = run_layer_test(MemoryBlock, {"num_recursions": 3}, [x, x], tmp_path)
-    assert layer.gate[-1].kernel.shape == (1, 1, (3 + 2) * 8, 8)
+    assert layer.gate_conv.kernel.shape == (1, 1, (3 + 2) * 8, 8)
 
 
-def test_memory_block_recursion_shares_weights():
+def test_memory_block_recursions_share_convolutions_not_batch_norms():
     one, three = MemoryBlock(num_recursions=1), MemoryBlock(num_recursions=3)
     one(_input()), three(_input())
-    unit_params = lambda block: sum(l.count_params() for u in block.residual_units for l in u)  # noqa: E731
-    assert unit_params(one) == unit_params(three) == 2 * 3 * 3 * 8 * 8 + 2 * 4 * 8
-    gate_growth = three.gate[-1].count_params() - one.gate[-1].count_params()
-    assert three.count_params() - one.count_params() == gate_growth + 4 * (2 * 8)  # + gate BN
+    conv_params = lambda block: sum(c.count_params() for c in block.recursive_convs)  # noqa: E731
+    assert conv_params(one) == conv_params(three) == 2 * 3 * 3 * 8 * 8
+    assert len(three.recursive_norms) == 3
+    gate_growth = three.gate_conv.count_params() - one.gate_conv.count_params()
+    # + the gate's wider batch norm (2 x 8 channels) + two batch norms per extra recursion
+    assert three.count_params() - one.count_params() == gate_growth + 4 * 2 * 8 + 2 * 2 * 4 * 8
+
+
+def test_memory_block_equals_numpy_recursion():
+    layer = MemoryBlock(num_recursions=2)
+    x = _input()
+    out = np.asarray(layer(x, training=False), np.float64)
+
+    def bn_relu_conv(norm, conv, h):
+        gamma, beta, mean, var = (np.asarray(w, np.float64) for w in norm.get_weights())
+        a = np.maximum((h - mean) / np.sqrt(var + norm.epsilon) * gamma + beta, 0)
+        return reference.conv2d_same(a, conv.get_weights()[0], 0.0)
+
+    h, short_term = x.astype(np.float64), []
+    for norms in layer.recursive_norms:
+        residual = h
+        for norm, conv in zip(norms, layer.recursive_convs):
+            residual = bn_relu_conv(norm, conv, residual)
+        h = h + residual
+        short_term.append(h)
+    expected = bn_relu_conv(layer.gate_norm, layer.gate_conv,
+                            np.concatenate(short_term + [x.astype(np.float64)], -1))
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_residual_dense_block_harness_and_growth(tmp_path):

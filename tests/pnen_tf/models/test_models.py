@@ -15,7 +15,7 @@ PAPER_COUNTS = [
     ("rdn", {"deeper": True}, 23_374_337, 0.001),
     ("rdn", {"scale": 3}, 22_308_035, 0.001),
     ("rdn", {"scale": 3, "nonlocal_block": "pnb"}, 22_677_571, 0.001),
-    ("memnet", {}, 677_000, 0.05),
+    ("memnet", {}, 677_000, 0.05),  # trainable: convolutions plus batch-norm scales/offsets
     ("memnet", {"nonlocal_block": "pnb"}, 1_047_700, 0.05),
     ("pnen", {}, 1_890_000, 0.03),
 ]
@@ -23,7 +23,8 @@ PAPER_COUNTS = [
 
 @pytest.mark.parametrize("name,options,expected,tolerance", PAPER_COUNTS)
 def test_parameter_counts_match_the_paper(name, options, expected, tolerance):
-    count = models.build(name, **options).count_params()
+    # Trainable parameters: batch norms' moving statistics are not parameters of the paper.
+    count = sum(int(np.prod(w.shape)) for w in models.build(name, **options).trainable_weights)
     assert abs(count - expected) <= tolerance * expected, f"{name} {options}: {count:,}"
 
 
@@ -104,6 +105,20 @@ def test_nonlocal_blocks_sit_where_the_paper_puts_them():
         ["pnb_1", "pnb_2", "pnb_3"]
 
 
+def test_default_positions_fit_small_networks():
+    small_rdn = models.build("rdn", nonlocal_block="pnb", channels=8, num_blocks=2, num_layers=1)
+    assert [l.name for l in small_rdn.layers if l.name.startswith("pnb")] == ["pnb_1"]
+    small_memnet = models.build("memnet", nonlocal_block="pnb", channels=8, num_memory_blocks=1,
+                                num_recursions=1)
+    assert [l.name for l in small_memnet.layers if l.name.startswith("pnb")] == ["pnb_1"]
+
+
+def test_untrained_memnet_starts_near_its_input():
+    model = models.build("memnet", channels=8, num_memory_blocks=2, num_recursions=2)
+    x = _image(1)
+    assert np.abs(model.predict_on_batch(x) - x).max() < 0.05
+
+
 def test_paper_variant_and_scale_subsets_reach_the_blocks():
     model = models.build("pnen", channels=8, num_groups=1, nonlocal_variant="paper",
                          nonlocal_options={"scales": (4,)})
@@ -122,8 +137,8 @@ def test_bad_options_give_clear_errors():
         models.build("pnen", in_channels=4)
     with pytest.raises(ValueError, match="pnen"):
         models.build("pnen", num_blocks=3)
-    with pytest.raises(ValueError, match=r"nonlocal_after=\(5, 10\).*2"):
-        models.build("rdn", nonlocal_block="pnb", num_blocks=2)
+    with pytest.raises(ValueError, match=r"nonlocal_after=\(5,\).*2"):
+        models.build("rdn", nonlocal_block="pnb", num_blocks=2, nonlocal_after=(5,))
     model = models.build("rdn", **TINY["rdn"])
     with pytest.raises(ValueError, match="expected axis -1"):
         model(np.zeros((1, 8, 8, 3), "float32"))
