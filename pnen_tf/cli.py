@@ -6,7 +6,8 @@ implements it and a one-line help. That module exposes
     add_arguments(parser)   # fill an argparse.ArgumentParser
     run(args) -> int        # do the work; the exit status
 
-and is imported only when its subcommand runs, so `pnen-tf restore` does not pay for the
+(or, for a module with its own parser, `main(argv) -> int`) and is imported only when its
+subcommand runs, so `pnen-tf restore` does not pay for the
 training code. A module can offer `python -m module` with
 `def main(argv=None): return cli.main(["name", *(sys.argv[1:] if argv is None else argv)])`.
 """
@@ -16,6 +17,7 @@ import importlib
 import sys
 
 COMMANDS = {
+    "fit": ("training.fit", "train PNEN / MemNet / RDN for smoothing, denoising or SR"),
     "restore": ("pnen_tf.restore", "restore images (file, folder or glob) with a trained model"),
     "evaluate": ("training.evaluate", "PSNR/SSIM of a model or baseline on benchmark folders"),
     "export-savedmodel": ("export.saved_model", "export a .keras model as a TF Serving SavedModel (DIR/NAME/VERSION)"),
@@ -43,6 +45,11 @@ def main(argv=None):
         return 2
     module_name, help_ = COMMANDS[name]
     module = importlib.import_module(module_name)
+    if not hasattr(module, "add_arguments"):
+        try:
+            return module.main(rest)
+        except SystemExit as exit_:  # its argparse exits on --help and on usage errors
+            return exit_.code
     parser = argparse.ArgumentParser(prog=f"pnen-tf {name}", description=help_)
     module.add_arguments(parser)
     try:
