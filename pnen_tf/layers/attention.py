@@ -131,9 +131,7 @@ def _forward(tiles):
     """Online softmax over key blocks for every query chunk: output and log-sum-exp."""
     batch, chunk = ops.shape(tiles.queries)[1:3]
 
-    def one_chunk(q, previous):
-        q = _after(q, previous[1])
-
+    def one_chunk(q):
         def step(j, carry):
             running_max, running_sum, acc = carry
             logits = tiles.logits(_after(q, running_max), j)
@@ -152,9 +150,10 @@ def _forward(tiles):
         running_max, running_sum, acc = ops.fori_loop(0, tiles.num_blocks, step, init)
         return acc / running_sum, running_max + ops.log(running_sum)
 
-    like = (ops.zeros((batch, chunk, ops.shape(tiles.values)[-1]), "float32"),
-            ops.zeros((batch, chunk, 1), "float32"))
-    return _sequential_map(one_chunk, tiles.queries, like)
+    # `ops.map`, not `_sequential_map`: tf2onnx converts a map but not a scan's carried
+    # TensorArray, and only the forward pass is exported. Under TensorFlow a few chunks may then
+    # run at once (the key blocks inside a chunk stay in turn); the backward pass is sequential.
+    return ops.map(one_chunk, tiles.queries)
 
 
 def _backward(tiles, d_out, out, lse):
