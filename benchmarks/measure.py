@@ -118,7 +118,7 @@ def matmul_peak_gflops(dtype="float32", size=4096, repeats=5):
 
     a = keras.ops.cast(keras.random.normal((size, size)), dtype)
     matmul = compile_fn(lambda x: keras.ops.matmul(x, x))
-    seconds = timed(lambda: keras.ops.convert_to_numpy(keras.ops.sum(matmul(a))), repeats)
+    seconds = timed(lambda: keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.sum(matmul(a)), "float32")), repeats)
     return 2 * size**3 / seconds / 1e9
 
 
