@@ -15,7 +15,6 @@ Each run is a fresh process; "GB" is its peak resident memory minus that before 
 """
 
 import argparse
-import json
 
 METHODS = ("direct", "map_fn", "tiled", "tiled_bf16")
 
@@ -79,11 +78,9 @@ def main(argv=None):
     parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--skip-direct-above", type=int, default=300_000,
                         help="pixels above which the direct matrix cannot fit 24 GB")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
-        return
+    from benchmarks.measure import parse_or_run_child
+
+    args = parse_or_run_child(parser, child, argv)
     from benchmarks.measure import machine, run_child
 
     print(f"# {machine()}")

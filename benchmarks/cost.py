@@ -9,7 +9,6 @@ RDN 202.9 G / 2.6 GB, PNEN w/o NL 40.6 G / 1.1 GB, w/ PNB 42.5 G / 4.3 GB.
 """
 
 import argparse
-import json
 
 CONFIGS = {
     "pnen": [("w/o NL", {"nonlocal_block": None}), ("w/ NLB", {"nonlocal_block": "nlb"}),
@@ -63,11 +62,9 @@ def main(argv=None):
     parser.add_argument("--families", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--patch", type=int, default=96)
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
-        return
+    from benchmarks.measure import parse_or_run_child
+
+    args = parse_or_run_child(parser, child, argv)
     from benchmarks.measure import machine, run_child
 
     print(f"# {machine()}; batch {args.batch} x {args.patch}x{args.patch}")

@@ -11,7 +11,6 @@ the same weights.
 """
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -54,11 +53,9 @@ def main(argv=None):
                         choices=["float32", "bfloat16"])
     parser.add_argument("--repeat", action="store_true",
                         help="time a second call (excludes compilation; use on GPUs)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
-        return
+    from benchmarks.measure import parse_or_run_child
+
+    args = parse_or_run_child(parser, child, argv)
     import numpy as np
 
     from benchmarks.measure import machine, matmul_peak_gflops, run_child

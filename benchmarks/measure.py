@@ -4,6 +4,7 @@ FLOPs follow the paper's convention: multiply-accumulates ("GFLOPs" in Tables II
 RDN's 202.9 G at 96x96 is its 22M weights times 9,216 pixels).
 """
 
+import argparse
 import contextlib
 import json
 import os
@@ -140,3 +141,13 @@ def machine():
         device = ", ".join(sorted({d.device_kind for d in jax.devices()}))
     return (f"{device}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"Keras {keras.__version__} ({keras.backend.backend()} backend)")
+
+
+def parse_or_run_child(parser, child, argv):
+    """Parse a benchmark's flags; when re-invoked by `run_child`, run `child` and exit instead."""
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        raise SystemExit(0)
+    return args

@@ -87,13 +87,7 @@ def test_checkpoint_restores_step_counter_and_lr_schedule(tmp_path):
 
     model, optimizer, state, ckpt = setup()
     assert ckpt.restore_latest() is None
-    strategy = tf.distribute.get_strategy()
-    dataset = data.train_dataset(_pairs("denoise", 1, 1, "same"), patch=16, batch=2, seed=0,
-                                 task="denoise", sigma=30.0)
-    step = loop.make_train_step(strategy, model, optimizer, 2)
-    iterator = iter(dataset)
-    for _ in range(3):
-        step(iterator)
+    _train_denoising_steps(model, optimizer, 3)
     plateau = loop.Plateau(patience=1)
     for loss in (1.0, 1.0):
         plateau.update(state, optimizer.learning_rate, loss)
@@ -110,16 +104,19 @@ def test_checkpoint_restores_step_counter_and_lr_schedule(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def _train_denoising_steps(model, optimizer, steps):
+    dataset = data.train_dataset(_pairs("denoise", 1, 1, "same"), patch=16, batch=2, seed=0,
+                                 task="denoise", sigma=30.0)
+    step = loop.make_train_step(tf.distribute.get_strategy(), model, optimizer, 2)
+    iterator = iter(dataset)
+    for _ in range(steps):
+        step(iterator)
+
+
 def test_ema_weights_are_used_inside_the_context_and_restored_after():
     model, _ = _tiny("rdn", 1, multi_output=False, nonlocal_block=None)
     optimizer = keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.5)
-    strategy = tf.distribute.get_strategy()
-    dataset = data.train_dataset(_pairs("denoise", 1, 1, "same"), patch=16, batch=2, seed=0,
-                                 task="denoise", sigma=30.0)
-    step = loop.make_train_step(strategy, model, optimizer, 2)
-    iterator = iter(dataset)
-    for _ in range(3):
-        step(iterator)
+    _train_denoising_steps(model, optimizer, 3)
     raw = [v.numpy().copy() for v in model.trainable_variables]
     with loop.EmaWeights(model, optimizer):
         averaged = [v.numpy().copy() for v in model.trainable_variables]
