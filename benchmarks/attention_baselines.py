@@ -11,7 +11,9 @@
 The checksum (sum of |output|, or of |gradient| for the training pass) shows that the exact
 methods agree and what bfloat16 costs.
 
-Each run is a fresh process; "GB" is its peak resident memory minus that before the call.
+Each run is a fresh process; "GB" is the peak of TensorFlow's allocator during the call minus
+what it held before (see `benchmarks.measure.tensor_memory`); the call is traced beforehand.
+The training pass calls the block with training=True (rematerialised branches, chunks in turn).
 """
 
 import argparse
@@ -36,11 +38,13 @@ def _map_fn_attention(query_map, key_map, value_map, **_):
 
 
 def child(payload):
+    from benchmarks.measure import tensor_memory, use_tensor_memory_stats
+
+    use_tensor_memory_stats()
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from benchmarks.measure import current_rss_gb, peak_rss_gb
     from pnen_tf.layers import PyramidNonLocalBlock, nonlocal_base
 
     method = payload["method"]
@@ -56,19 +60,20 @@ def child(payload):
     if payload["train"]:
         def step(inputs):
             with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(tf.square(layer(inputs)))
+                loss = tf.reduce_sum(tf.square(layer(inputs, training=True)))
             return tape.gradient(loss, layer.trainable_variables)[0]
     else:
         def step(inputs):
             return layer(inputs)
     run = tf.function(step)  # static shapes: the direct path really is direct
+    run.get_concrete_function(x)
     import time
 
-    held = current_rss_gb()
-    start = time.perf_counter()
-    out = run(x).numpy()
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "gb": peak_rss_gb() - held, "checksum": float(np.abs(out).sum())}
+    with tensor_memory() as memory:
+        start = time.perf_counter()
+        out = run(x).numpy()
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "gb": memory["gb"], "checksum": float(np.abs(out).sum())}
 
 
 def main(argv=None):

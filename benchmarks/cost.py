@@ -2,17 +2,21 @@
 
     python -m benchmarks.cost [--families pnen memnet rdn] [--batch 8] [--patch 96]
 
-Each configuration's training step runs in a fresh process, so its peak resident memory is its
-own: "train GB" is the peak during two Adam steps on a batch of 8 96x96 patches minus the memory
-held once the model and optimizer exist. Paper (TITAN Xp, GPU memory): MemNet 26.9 G / 1.6 GB,
-RDN 202.9 G / 2.6 GB, PNEN w/o NL 40.6 G / 1.1 GB, w/ PNB 42.5 G / 4.3 GB.
+Each configuration runs in a fresh process. "train GB" is the peak of TensorFlow's allocator
+(its BFC allocator, switched on for the CPU with TF_CPU_ALLOCATOR_USE_BFC: the one it uses on
+GPUs) during two Adam steps on a batch of 8 96x96 patches, minus what it held before them
+(weights, optimizer slots, the batch): the tensors a training step needs, allocator rounding
+included, unaffected by the C library's heap. Paper (TITAN Xp, GPU memory): MemNet 26.9 G /
+1.6 GB, RDN 202.9 G / 2.6 GB, PNEN w/o NL 40.6 G / 1.1 GB, w/ PNB 42.5 G / 4.3 GB.
 """
 
 import argparse
 
 CONFIGS = {
     "pnen": [("w/o NL", {"nonlocal_block": None}), ("w/ NLB", {"nonlocal_block": "nlb"}),
-             ("w/ PNB", {"nonlocal_block": "pnb"})],
+             ("w/ PNB", {"nonlocal_block": "pnb"}),
+             ("w/ PNB, not rematerialised",
+              {"nonlocal_block": "pnb", "nonlocal_options": {"rematerialize": False}})],
     "memnet": [("plain", {}), ("deeper", {"deeper": True}), ("w/ NLB", {"nonlocal_block": "nlb"}),
                ("w/ PNB", {"nonlocal_block": "pnb"})],
     "rdn": [("plain", {}), ("deeper", {"deeper": True}), ("w/ NLB", {"nonlocal_block": "nlb"}),
@@ -21,11 +25,13 @@ CONFIGS = {
 
 
 def child(payload):
+    from benchmarks.measure import count_macs, tensor_memory, timed, use_tensor_memory_stats
+
+    use_tensor_memory_stats()
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from benchmarks.measure import count_macs, current_rss_gb, peak_rss_gb, timed
     from pnen_tf import models
 
     model = models.build(payload["family"], **payload["options"])
@@ -48,13 +54,13 @@ def child(payload):
                                       model.trainable_variables))
         return loss
 
-    batch = np.random.rand(payload["batch"], patch, patch, channels).astype("float32")
-    held = current_rss_gb()
-    for _ in range(2):
-        train_step(batch, batch).numpy()
+    batch = tf.constant(np.random.rand(payload["batch"], patch, patch, channels).astype("float32"))
+    train_step(batch, batch).numpy()  # traced and run once: later steps allocate the same
+    with tensor_memory() as memory:
+        step_s = timed(lambda: train_step(batch, batch).numpy(), repeats=2)
     return {"params": model.count_params(), "gmacs": (macs["conv"] + macs["attention"]) / 1e9,
-            "attention_gmacs": macs["attention"] / 1e9, "train_gb": peak_rss_gb() - held,
-            "forward_ms": forward_s * 1e3}
+            "attention_gmacs": macs["attention"] / 1e9, "train_gb": memory["gb"],
+            "step_s": step_s, "forward_ms": forward_s * 1e3}
 
 
 def main(argv=None):
@@ -68,8 +74,9 @@ def main(argv=None):
     from benchmarks.measure import machine, run_child
 
     print(f"# {machine()}; batch {args.batch} x {args.patch}x{args.patch}")
-    print("| model | params | GMACs | of which attention | train-step GB | forward ms (1 patch) |")
-    print("|---|---|---|---|---|---|")
+    print("| model | params | GMACs | of which attention | train-step GB | train s/step "
+          "| forward ms (1 patch) |")
+    print("|---|---|---|---|---|---|---|")
     for family in args.families:
         for label, options in CONFIGS[family]:
             payload = {"family": family, "options": options, "batch": args.batch, "patch": args.patch}
@@ -78,7 +85,7 @@ def main(argv=None):
                 print(f"| {family} {label} | error: {r['error']} |")
                 continue
             print(f"| {family} {label} | {r['params']:,} | {r['gmacs']:.1f} | {r['attention_gmacs']:.1f} "
-                  f"| {r['train_gb']:.2f} | {r['forward_ms']:.0f} |", flush=True)
+                  f"| {r['train_gb']:.2f} | {r['step_s']:.1f} | {r['forward_ms']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,18 @@ def count_macs(dry_attention=False):
 
     counts = {"conv": 0, "attention": 0}
     conv_call, attention = keras.layers.Conv2D.call, nonlocal_base.nonlocal_attention
+    project = nonlocal_base.NonLocalBase._project
 
     def counting_conv(layer, inputs):
         outputs = conv_call(layer, inputs)
         kh, kw, cin, cout = layer.kernel.shape
         counts["conv"] += int(np.prod(outputs.shape[:3])) * kh * kw * cin * cout
+        return outputs
+
+    def counting_project(layer, enhanced, index):
+        # A non-local block's 1x1 output conv, applied branch by branch to its kernel slices.
+        outputs = project(layer, enhanced, index)
+        counts["conv"] += int(np.prod(outputs.shape[:3])) * enhanced.shape[-1] * outputs.shape[-1]
         return outputs
 
     def counting_attention(query_map, key_map, value_map, **kwargs):
@@ -47,21 +54,37 @@ def count_macs(dry_attention=False):
 
     keras.layers.Conv2D.call = counting_conv
     nonlocal_base.nonlocal_attention = counting_attention
+    nonlocal_base.NonLocalBase._project = counting_project
     try:
         yield counts
     finally:
         keras.layers.Conv2D.call = conv_call
         nonlocal_base.nonlocal_attention = attention
+        nonlocal_base.NonLocalBase._project = project
+
+
+def use_tensor_memory_stats():
+    """Make TensorFlow's CPU allocator its BFC allocator (the one it uses on GPUs), whose
+    statistics `tensor_memory` reads. Call before TensorFlow is imported."""
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
+
+
+@contextlib.contextmanager
+def tensor_memory():
+    """Yields a dict whose "gb" is set on exit: the allocator's peak while inside minus what it
+    held on entry (tensors only, rounding included; not the C library's heap, not the code)."""
+    import tensorflow as tf
+
+    held = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    result = {}
+    yield result
+    result["gb"] = (tf.config.experimental.get_memory_info("CPU:0")["peak"] - held) / 2**30
 
 
 def peak_rss_gb():
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def current_rss_gb():
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def run_child(module, payload, timeout=3600):

@@ -19,9 +19,10 @@ import math
 import keras
 from keras import ops
 
-# Bytes per element of one live tile: the logits, their exponentials and the products that the
-# backward pass keeps side by side, all float32.
-_TILE_BYTES_PER_ELEMENT = 16
+# Bytes per element of one live tile, as measured in a training step (TensorFlow's allocator
+# statistics): the probabilities and dP/dS tiles of the backward pass, the transposed copies its
+# products read, all float32, and the allocator's rounding.
+_TILE_BYTES_PER_ELEMENT = 32
 _NEG_LARGE = -1e30
 _MAX_KEY_BLOCK = 4096
 _MIN_QUERY_CHUNK = 16
@@ -41,12 +42,20 @@ def plan_tiles(batch, num_queries, num_keys, memory_budget_mb, query_chunk=None,
     if sizes_known and not forced and batch * num_queries * num_keys <= budget:
         return True, None, None
     if key_block is None:
-        key_block = _MAX_KEY_BLOCK if num_keys is None else min(num_keys, _MAX_KEY_BLOCK)
+        key_block = _MAX_KEY_BLOCK if num_keys is None else _balanced(num_keys, _MAX_KEY_BLOCK)
     if query_chunk is None:
         query_chunk = max(_MIN_QUERY_CHUNK, int(budget // (batch * key_block)))
         if num_queries is not None:
-            query_chunk = min(query_chunk, num_queries)
+            query_chunk = _balanced(num_queries, query_chunk)
     return False, int(query_chunk), int(key_block)
+
+
+def _balanced(length, limit):
+    """The smallest tile size that covers `length` in as few tiles of at most `limit` as
+    possible: 9,216 rows with a limit of 3,640 give three tiles of 3,072, not 3,640 with the
+    last one half padding (wasted work, and a copy to drop the padded rows)."""
+    count = -(-length // limit)
+    return -(-length // count)
 
 
 def _pad_to_multiple(x, size):
@@ -73,16 +82,18 @@ def _merge(x, length):
 
 
 class _Tiles:
-    """Queries, keys and values cut into tiles, with a bias that masks the padded keys."""
+    """Query chunks (gathered one at a time), key/value blocks and a bias masking padded keys."""
 
     def __init__(self, query, key, value, query_chunk, key_block, matmul_dtype):
+        self.query = query
         self.num_queries = ops.shape(query)[1]
         self.num_keys = ops.shape(key)[1]
         self.query_chunk = query_chunk
-        self.key_block = key_block
         self.matmul_dtype = matmul_dtype
-        self.queries = _split(_pad_to_multiple(query, query_chunk), query_chunk)
+        self.num_chunks = (self.num_queries + query_chunk - 1) // query_chunk
         self.keys = _split(_pad_to_multiple(key, key_block), key_block)
+        # Transposed once here (keys are the small, strided side) rather than per tile.
+        self.keys_t = ops.transpose(self.keys, (0, 1, 3, 2))
         self.values = _split(_pad_to_multiple(value, key_block), key_block)
         num_padded_keys = ops.shape(self.keys)[0] * key_block
         position = ops.reshape(ops.arange(num_padded_keys), (-1, 1, key_block))
@@ -92,6 +103,17 @@ class _Tiles:
     def num_blocks(self):
         return ops.shape(self.keys)[0]
 
+    def rows(self, x, c):
+        """Rows of query chunk `c` of `x` (`[B, num_queries, ...]`), the last row repeated past
+        the end. Gathered per chunk, so no padded or transposed copy of a whole map is made."""
+        position = c * self.query_chunk + ops.arange(self.query_chunk)
+        return ops.take(x, ops.minimum(position, self.num_queries - 1), axis=1)
+
+    def row_mask(self, c):
+        """`[1, query_chunk, 1]`: 1 for rows of chunk `c` inside the map, 0 for repeated ones."""
+        position = c * self.query_chunk + ops.arange(self.query_chunk)
+        return ops.reshape(ops.cast(position < self.num_queries, "float32"), (1, -1, 1))
+
     def matmul(self, a, b):
         """a @ b in the matmul dtype, result in float32 (softmax statistics stay float32)."""
         product = ops.matmul(ops.cast(a, self.matmul_dtype), ops.cast(b, self.matmul_dtype))
@@ -99,25 +121,29 @@ class _Tiles:
 
     def logits(self, q, j):
         """Logits of query chunk `q` against key block `j`, padded keys pushed to -inf."""
-        k = ops.take(self.keys, j, axis=0)
-        return self.matmul(q, ops.transpose(k, (0, 2, 1))) + ops.take(self.key_bias, j, axis=0)
+        return self.matmul(q, ops.take(self.keys_t, j, axis=0)) + ops.take(self.key_bias, j, axis=0)
 
 
-def _after(x, carry):
-    """`x`, made to wait for `carry`, exactly (adds 0 * a finite value of the carry).
+def wait_for(x, carry):
+    """`x`, made to wait for `carry` (a tensor or a tuple of them): adds 0 * their minima, exactly
+    zero (`x` may be an index). A step waits for every output of the previous one, or that
+    step's last products would still hold their tiles while the next ones are made.
 
-    TensorFlow runs up to ten iterations of a while loop at once when their inputs are ready;
-    a tile depends only on the loop counter, so ten tiles would be alive together. Tying the
-    tile's input to the previous iteration's result keeps one alive (JAX loops are sequential).
+    TensorFlow runs independent operations side by side, and up to ten iterations of a while
+    loop at once when their inputs are ready: a tile depends only on its loop index, so ten
+    tiles (and ten gathered key blocks) would be alive together. Deriving every step's index
+    from the previous step's result keeps one alive (JAX runs loops in turn anyway).
     """
-    return x + 0.0 * ops.min(carry)
+    x = ops.convert_to_tensor(x)
+    carries = carry if isinstance(carry, (tuple, list)) else (carry,)
+    return x + ops.cast(0.0 * sum(ops.min(c) for c in carries), x.dtype)
 
 
 def _sequential_map(fn, xs, like):
-    """`fn` over the leading axis of `xs`, one element at a time; `like`: zeros shaped as an output.
+    """`fn(x, previous)` over `xs`, strictly in turn; `like`: zeros shaped as one output.
 
-    `ops.scan` with unroll=1 runs its iterations strictly in turn on every backend (`ops.map`
-    lets TensorFlow run ten at once, with ten tiles in memory).
+    `ops.scan` with unroll=1; `fn` ties its work to `previous` (see `wait_for`), since TensorFlow
+    would otherwise start later elements early.
     """
 
     def step(previous, x):
@@ -127,14 +153,24 @@ def _sequential_map(fn, xs, like):
     return ops.scan(step, like, xs)[1]
 
 
-def _forward(tiles):
-    """Online softmax over key blocks for every query chunk: output and log-sum-exp."""
-    batch, chunk = ops.shape(tiles.queries)[1:3]
+def _forward(tiles, sequential):
+    """Online softmax over key blocks for every query chunk: output and log-sum-exp, stacked
+    per chunk (`[num_chunks, B, query_chunk, n]` and `[..., 1]`).
 
-    def one_chunk(q):
+    `sequential`: run the chunks strictly in turn (one tile alive; for training). Otherwise
+    `ops.map`, which tf2onnx converts (it cannot convert a scan's TensorArray) and under which
+    TensorFlow may run a few chunks at once.
+    """
+    batch, chunk = ops.shape(tiles.query)[0], tiles.query_chunk
+    width = ops.shape(tiles.values)[-1]
+
+    def one_chunk(c, previous=None):
+        q = tiles.rows(tiles.query, c if previous is None else wait_for(c, previous[1]))
+
         def step(j, carry):
             running_max, running_sum, acc = carry
-            logits = tiles.logits(_after(q, running_max), j)
+            j = wait_for(j, carry)
+            logits = tiles.logits(q, j)
             new_max = ops.maximum(running_max, ops.max(logits, axis=-1, keepdims=True))
             p = ops.exp(logits - new_max)
             rescale = ops.exp(running_max - new_max)
@@ -145,61 +181,55 @@ def _forward(tiles):
         init = (
             ops.full((batch, chunk, 1), _NEG_LARGE, "float32"),
             ops.zeros((batch, chunk, 1), "float32"),
-            ops.zeros((batch, chunk, ops.shape(tiles.values)[-1]), "float32"),
+            ops.zeros((batch, chunk, width), "float32"),
         )
         running_max, running_sum, acc = ops.fori_loop(0, tiles.num_blocks, step, init)
         return acc / running_sum, running_max + ops.log(running_sum)
 
-    # `ops.map`, not `_sequential_map`: tf2onnx converts a map but not a scan's carried
-    # TensorArray, and only the forward pass is exported. Under TensorFlow a few chunks may then
-    # run at once (the key blocks inside a chunk stay in turn); the backward pass is sequential.
-    return ops.map(one_chunk, tiles.queries)
+    chunks = ops.arange(tiles.num_chunks)
+    if sequential:
+        like = (ops.zeros((batch, chunk, width), "float32"), ops.zeros((batch, chunk, 1), "float32"))
+        return _sequential_map(one_chunk, chunks, like)
+    return ops.map(one_chunk, chunks)
 
 
 def _backward(tiles, d_out, out, lse):
     """Gradients of the tiled attention, recomputing each probability tile from `lse`.
 
     With P = exp(S - lse), dS = P * (dO V^T - rowsum(dO * O)): dQ = dS K, dK = dS^T Q, dV = P^T dO.
-    dQ is accumulated per query chunk over key blocks, dK/dV per key block over query chunks, so
-    no accumulator ever spans the whole matrix.
+    One pass over the tiles, key blocks outside and query chunks inside, each step waiting for
+    the previous one (one tile alive, five tile products): a block's dK and dV are carried over
+    the chunks, and each chunk's share of dQ is added into its slot of the carried dQ.
     """
-    d_out = _split(_pad_to_multiple(d_out, tiles.query_chunk), tiles.query_chunk)
-    delta = ops.sum(d_out * out, axis=-1, keepdims=True)
-    num_chunks = ops.shape(tiles.queries)[0]
+    values_t = ops.transpose(tiles.values, (0, 1, 3, 2))
 
-    def probabilities_and_dlogits(c_q, c_do, c_lse, c_delta, j):
-        p = ops.exp(tiles.logits(c_q, j) - c_lse)
-        d_p = tiles.matmul(c_do, ops.transpose(ops.take(tiles.values, j, axis=0), (0, 2, 1)))
-        return p, p * (d_p - c_delta)
+    def block_step(j, carry):
+        d_q, d_keys, d_values = carry
+        j = wait_for(j, carry)
+        key, value_t = ops.take(tiles.keys, j, axis=0), ops.take(values_t, j, axis=0)
 
-    def query_chunk_grad(chunk, previous):
-        c_q, c_do, c_lse, c_delta = chunk
-        c_q = _after(c_q, previous)
-
-        def step(j, d_q):
-            _, d_s = probabilities_and_dlogits(_after(c_q, d_q), c_do, c_lse, c_delta, j)
-            return d_q + tiles.matmul(d_s, ops.take(tiles.keys, j, axis=0))
-
-        return ops.fori_loop(0, tiles.num_blocks, step, ops.zeros_like(c_q, "float32"))
-
-    def key_block_grad(j, previous):
-        def step(c, carry):
-            d_k, d_v = carry
-            c_q = _after(ops.take(tiles.queries, c, axis=0), d_k)
-            c_do = ops.take(d_out, c, axis=0)
-            c_lse, c_delta = ops.take(lse, c, axis=0), ops.take(delta, c, axis=0)
-            p, d_s = probabilities_and_dlogits(c_q, c_do, c_lse, c_delta, j)
+        def chunk_step(c, carry):
+            d_q, d_k, d_v = carry
+            c = wait_for(c, carry)
+            c_q, c_do = tiles.rows(tiles.query, c), tiles.rows(d_out, c) * tiles.row_mask(c)
+            c_delta = ops.sum(c_do * tiles.rows(out, c), axis=-1, keepdims=True)
+            p = ops.exp(tiles.logits(c_q, j) - ops.take(lse, c, axis=0))
+            d_s = p * (tiles.matmul(c_do, value_t) - c_delta)
             d_k = d_k + tiles.matmul(ops.transpose(d_s, (0, 2, 1)), c_q)
             d_v = d_v + tiles.matmul(ops.transpose(p, (0, 2, 1)), c_do)
-            return d_k, d_v
+            d_q_chunk = ops.take(d_q, c, axis=0) + tiles.matmul(d_s, key)
+            return ops.scatter_update(d_q, ops.reshape(c, (1, 1)), d_q_chunk[None]), d_k, d_v
 
-        init = tuple(ops.zeros_like(p, "float32") + 0.0 * ops.min(p) for p in previous)
-        return ops.fori_loop(0, num_chunks, step, init)
+        zeros = (ops.zeros_like(d_keys[0]), ops.zeros_like(d_values[0]))
+        d_q, d_k, d_v = ops.fori_loop(0, tiles.num_chunks, chunk_step, (d_q,) + zeros)
+        index = ops.reshape(j, (1, 1))
+        return (d_q, ops.scatter_update(d_keys, index, d_k[None]),
+                ops.scatter_update(d_values, index, d_v[None]))
 
-    d_q = _sequential_map(query_chunk_grad, (tiles.queries, d_out, lse, delta),
-                          ops.zeros_like(tiles.queries[0], "float32"))
-    block_like = (ops.zeros_like(tiles.keys[0], "float32"), ops.zeros_like(tiles.values[0], "float32"))
-    d_k, d_v = _sequential_map(key_block_grad, ops.arange(tiles.num_blocks), block_like)
+    batch, depth = ops.shape(tiles.query)[0], ops.shape(tiles.query)[2]
+    init = (ops.zeros((tiles.num_chunks, batch, tiles.query_chunk, depth), "float32"),
+            ops.zeros_like(tiles.keys, "float32"), ops.zeros_like(tiles.values, "float32"))
+    d_q, d_k, d_v = ops.fori_loop(0, tiles.num_blocks, block_step, init)
     return (
         _merge(d_q, tiles.num_queries),
         _merge(d_k, tiles.num_keys),
@@ -207,7 +237,8 @@ def _backward(tiles, d_out, out, lse):
     )
 
 
-def tiled_attention(query, key, value, query_chunk, key_block, matmul_dtype="float32"):
+def tiled_attention(query, key, value, query_chunk, key_block, matmul_dtype="float32",
+                    sequential=False):
     """softmax(q k^T) v, exactly, holding one `query_chunk x key_block` tile at a time.
 
     Args:
@@ -216,6 +247,8 @@ def tiled_attention(query, key, value, query_chunk, key_block, matmul_dtype="flo
         query_chunk, key_block: tile sizes (Python ints).
         matmul_dtype: dtype of the matrix products ("bfloat16" trades accuracy for speed on
             AMX/tensor cores); softmax statistics are always float32.
+        sequential: forward query chunks strictly in turn, one tile alive (use it when
+            training). The default lets TensorFlow overlap a few chunks and exports to ONNX.
 
     Returns:
         `[batch, num_queries, n]` float32.
@@ -224,20 +257,21 @@ def tiled_attention(query, key, value, query_chunk, key_block, matmul_dtype="flo
     @ops.custom_gradient
     def attend(q, k, v):
         tiles = _Tiles(q, k, v, query_chunk, key_block, matmul_dtype)
-        out, lse = _forward(tiles)
+        out, lse = _forward(tiles, sequential)
+        out = _merge(out, tiles.num_queries)
 
         def grad(*args, upstream=None):
             d_out = upstream if upstream is not None else args[0]
             return _backward(tiles, ops.cast(d_out, "float32"), out, lse)
 
-        return _merge(out, tiles.num_queries), grad
+        return out, grad
 
     return attend(ops.cast(query, "float32"), ops.cast(key, "float32"), ops.cast(value, "float32"))
 
 
 def nonlocal_attention(
     query_map, key_map, value_map, memory_budget_mb=64, query_chunk=None, key_block=None,
-    attention_dtype=None,
+    attention_dtype=None, sequential=False,
 ):
     """Eq. (11) on NHWC feature maps: every query pixel attends to every key pixel.
 
@@ -248,6 +282,7 @@ def nonlocal_attention(
             the tile sizes (see `plan_tiles`).
         query_chunk, key_block: force the tiled path with these tile sizes.
         attention_dtype: None (matmuls in the input's dtype) or "bfloat16".
+        sequential: see `tiled_attention`.
 
     Returns:
         `[B, H, W, n]` in the dtype of `query_map`.
@@ -265,7 +300,7 @@ def nonlocal_attention(
     if direct:
         out = _direct_in_dtype(query, key, value, matmul_dtype)
     else:
-        out = tiled_attention(query, key, value, chunk, block, matmul_dtype)
+        out = tiled_attention(query, key, value, chunk, block, matmul_dtype, sequential)
     out = ops.cast(out, dtype)
     return ops.reshape(out, (q_shape[0], q_shape[1], q_shape[2], ops.shape(value)[2]))
 

@@ -4,13 +4,17 @@ A branch embeds the input into a query map at full resolution and key/value maps
 stride), lets every query pixel attend to every key pixel (`nonlocal_attention`), and the
 enhanced maps of all branches are concatenated, projected back by a 1x1 convolution (T in eq. 6,
 psi in eq. 12) and added to the input.
+
+The projection of the concatenation is computed as the sum of each branch's projection through
+its slice of the 1x1 kernel (the same weights, the same result up to rounding), so a branch can
+be evaluated, and in training rematerialised, on its own: only one branch's maps are ever alive.
 """
 
 import keras
 from keras import layers, ops
 
 from pnen_tf.layers._validation import check_feature_map
-from pnen_tf.layers.attention import nonlocal_attention
+from pnen_tf.layers.attention import nonlocal_attention, wait_for
 
 
 class NonLocalBase(layers.Layer):
@@ -22,7 +26,7 @@ class NonLocalBase(layers.Layer):
     """
 
     def __init__(self, memory_budget_mb=64, query_chunk=None, key_block=None,
-                 attention_dtype=None, **kwargs):
+                 attention_dtype=None, rematerialize=True, **kwargs):
         super().__init__(**kwargs)
         if attention_dtype not in (None, "bfloat16", "float32"):
             raise ValueError(f"{type(self).__name__}: attention_dtype must be None, 'float32' or "
@@ -31,6 +35,7 @@ class NonLocalBase(layers.Layer):
         self.query_chunk = query_chunk
         self.key_block = key_block
         self.attention_dtype = attention_dtype
+        self.rematerialize = bool(rematerialize)
 
     def branch_specs(self, channels):
         raise NotImplementedError
@@ -58,18 +63,51 @@ class NonLocalBase(layers.Layer):
         return layers.Conv2D(filters, kernel, strides=stride, padding="same", name=name,
                              dtype=self.dtype_policy)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         check_feature_map(self, inputs.shape, self.channels)
-        enhanced = []
-        for index, (key_conv, value_conv) in enumerate(zip(self.key_convs, self.value_convs)):
-            query_conv = self.query_convs[index if len(self.query_convs) > 1 else 0]
-            enhanced.append(nonlocal_attention(
-                query_conv(inputs), key_conv(inputs), value_conv(inputs),
-                memory_budget_mb=self.memory_budget_mb, query_chunk=self.query_chunk,
-                key_block=self.key_block, attention_dtype=self.attention_dtype,
-            ))
-        merged = enhanced[0] if len(enhanced) == 1 else ops.concatenate(enhanced, axis=-1)
-        return inputs + self.output_conv(merged)
+        training = bool(training)
+        remat = training and self.rematerialize
+        total, done = None, None
+        last = len(self.key_convs) - 1
+        for index in range(last + 1):
+            def branch(x, *previous, index=index):
+                x = wait_for(x, previous) if previous else x
+                contribution = self._branch(index, x, sequential=training)
+                if index == last:
+                    return contribution
+                done = ops.cast(ops.min(contribution), "float32")
+                return (done if remat else ops.stop_gradient(done)), contribution
+
+            if remat:
+                # Keep only the block's input for the backward pass and recompute the branch's
+                # embeddings and attention output there: stored, they would be several feature
+                # maps per branch; recomputed, they cost one more forward pass of the block.
+                branch = keras.remat(branch)
+            # Each branch waits for the previous one's `done` scalar and, in the backward pass,
+            # for the next one's gradient of it (the recomputation waits for the gradient of
+            # its first output): TensorFlow would otherwise run the branches side by side.
+            result = branch(inputs) if done is None else branch(inputs, done)
+            done, contribution = (None, result) if index == last else result
+            total = contribution if total is None else total + contribution
+        if self.output_conv.use_bias:
+            total = total + ops.cast(self.output_conv.bias, total.dtype)
+        return inputs + total
+
+    def _branch(self, index, inputs, sequential):
+        """Branch `index`'s enhanced map (eq. 11), projected by its slice of T / psi."""
+        query_conv = self.query_convs[index if len(self.query_convs) > 1 else 0]
+        enhanced = nonlocal_attention(
+            query_conv(inputs), self.key_convs[index](inputs), self.value_convs[index](inputs),
+            memory_budget_mb=self.memory_budget_mb, query_chunk=self.query_chunk,
+            key_block=self.key_block, attention_dtype=self.attention_dtype, sequential=sequential,
+        )
+        return self._project(enhanced, index)
+
+    def _project(self, enhanced, index):
+        """1x1 convolution of one branch's map with its input-channel slice of the output conv."""
+        start = sum(conv.filters for conv in self.value_convs[:index])
+        kernel = self.output_conv.kernel[:, :, start:start + self.value_convs[index].filters, :]
+        return self.output_conv.convolution_op(enhanced, ops.cast(kernel, enhanced.dtype))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -79,5 +117,6 @@ class NonLocalBase(layers.Layer):
         config.update(
             memory_budget_mb=self.memory_budget_mb, query_chunk=self.query_chunk,
             key_block=self.key_block, attention_dtype=self.attention_dtype,
+            rematerialize=self.rematerialize,
         )
         return config

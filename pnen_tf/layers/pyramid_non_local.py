@@ -32,6 +32,8 @@ class PyramidNonLocalBlock(NonLocalBase):
             variant's default from the input channels C.
         kernel_sizes: key/value kernel per scale; None gives 3 ("official") or s ("paper").
         memory_budget_mb, query_chunk, key_block, attention_dtype: see `nonlocal_attention`.
+        rematerialize: in training, recompute each branch in the backward pass instead of
+            storing its maps (default True; False is faster and needs more memory).
 
     Example:
 

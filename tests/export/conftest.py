@@ -18,7 +18,7 @@ import pnen_tf
 from pnen_tf.models import build, input_convention
 from pnen_tf.saving import save_model
 
-ATTENTION_BUDGET_MB = 4
+ATTENTION_BUDGET_MB = 8
 SMALL = (21, 27)
 LARGE = (36, 44)
 PARITY_ATOL = 1e-4

@@ -28,6 +28,11 @@ JAX_SCRIPT = textwrap.dedent("""
         model = load_model(f"{directory}/{name}.keras")
         np.save(f"{directory}/{name}_jax.npy", np.asarray(model.predict_on_batch(x)))
 
+    # A PNB in training mode (rematerialised branches, chunks in turn) under jax.grad.
+    block = load_model(f"{directory}/pnb.keras")
+    grad = jax.grad(lambda a: jnp.sum(jnp.sin(block(a, training=True))))(jnp.asarray(x))
+    np.save(f"{directory}/pnb_grad_jax.npy", np.asarray(grad))
+
     # The custom gradient of the tiled attention, under jax.grad, against plain softmax.
     rng = np.random.default_rng(0)
     q, k, v = (rng.normal(size=s).astype("float32") for s in ((2, 19, 4), (2, 11, 4), (2, 11, 3)))
@@ -36,6 +41,27 @@ JAX_SCRIPT = textwrap.dedent("""
                       (0, 1, 2))(q, k, v)
     print("max_grad_error", max(float(jnp.abs(t - d).max() / jnp.abs(d).max()) for t, d in zip(tiled, direct)))
 """)
+
+
+def _tensorflow_input_gradient(path, x):
+    """Save a tiled PNB at `path`; return d sum(sin(PNB(x))) / dx by TensorFlow's autodiff of
+    the same weights on the direct (untiled) path, the independent reference."""
+    import keras
+    import tensorflow as tf
+
+    from pnen_tf.layers import PyramidNonLocalBlock
+
+    inputs = keras.Input((None, None, x.shape[-1]))
+    tiled = keras.Model(inputs, PyramidNonLocalBlock(scales=(1, 2), query_chunk=16, key_block=8)(inputs))
+    save_model(tiled, str(path))
+    direct = PyramidNonLocalBlock(scales=(1, 2))
+    direct(x)
+    direct.set_weights(tiled.get_weights())
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(tf.sin(direct(x)))
+    return tape.gradient(loss, x).numpy()
 
 
 def test_models_give_the_same_outputs_under_jax(tmp_path):
@@ -52,6 +78,7 @@ def test_models_give_the_same_outputs_under_jax(tmp_path):
     for name, model in tiny.items():
         save_model(model, str(tmp_path / f"{name}.keras"))
         expected[name] = model.predict_on_batch(x)
+    expected["pnb_grad"] = _tensorflow_input_gradient(tmp_path / "pnb.keras", x)
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join([repo, env.get("PYTHONPATH", "")])
@@ -61,5 +88,7 @@ def test_models_give_the_same_outputs_under_jax(tmp_path):
     for name in tiny:
         got = np.load(tmp_path / f"{name}_jax.npy")
         np.testing.assert_allclose(got, expected[name], rtol=1e-4, atol=1e-5)
+    got = np.load(tmp_path / "pnb_grad_jax.npy")
+    np.testing.assert_allclose(got, expected["pnb_grad"], rtol=1e-4, atol=1e-4 * np.abs(got).max())
     error = float(result.stdout.split("max_grad_error")[1])
     assert error < 1e-4

@@ -59,6 +59,44 @@ def test_any_size_smaller_than_the_largest_stride(shape):
     assert tuple(layer(np.ones(shape, "float32")).shape) == shape
 
 
+def _output_and_gradients(layer, x, training):
+    import tensorflow as tf
+
+    @tf.function
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        return y, tape.gradient(loss, [x] + layer.trainable_weights)
+
+    y, grads = run(tf.constant(x))
+    return y.numpy(), [g.numpy() if g is not None else None for g in grads]
+
+
+@pytest.mark.parametrize("tiles", [{}, {"query_chunk": 6, "key_block": 5}])
+@pytest.mark.parametrize("rematerialize", [True, False])
+def test_training_mode_gives_the_values_and_gradients_of_plain_autodiff(tiles, rematerialize):
+    # training=True recomputes each branch in the backward pass and runs the query chunks in
+    # turn; values and every gradient must be those of TensorFlow's own differentiation of the
+    # direct softmax (the default plan at this size), in inference mode.
+    x = _input()
+    direct = PyramidNonLocalBlock(scales=(1, 2, 4))
+    layer = PyramidNonLocalBlock(scales=(1, 2, 4), rematerialize=rematerialize, **tiles)
+    direct(x), layer(x)
+    layer.set_weights(direct.get_weights())
+    reference_y, reference_grads = _output_and_gradients(direct, x, training=False)
+    y, grads = _output_and_gradients(layer, x, training=True)
+    np.testing.assert_allclose(y, reference_y, rtol=1e-5, atol=1e-5)
+    scale = max(np.abs(g).max() for g in reference_grads if g is not None)
+    names = ["input"] + [w.path for w in layer.trainable_weights]
+    for name, got, want in zip(names, grads, reference_grads):
+        # Key biases get no gradient (see the harness test below): both are zero up to rounding.
+        got, want = (np.zeros(1) if g is None else g for g in (got, want))
+        tolerance = 1e-4 * (scale if "key" in name and "bias" in name else np.abs(want).max())
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=tolerance, err_msg=name)
+
+
 # A key bias adds q.b to every logit of a query: softmax cancels it, so it gets no gradient
 # (the authors' convs carry it and the paper's parameter counts include it).
 @pytest.mark.parametrize("tiles", [{}, {"query_chunk": 16, "key_block": 8}])

@@ -1,0 +1,23 @@
+"""The multiply-accumulate counter behind the cost benchmark counts what a block computes."""
+
+import numpy as np
+
+from benchmarks.measure import count_macs
+from pnen_tf.layers import PyramidNonLocalBlock
+
+
+def test_count_macs_of_a_pyramid_block_follows_its_equations():
+    batch, height, width, channels = 2, 12, 16, 8
+    block = PyramidNonLocalBlock(scales=(2, 4))  # official: queries and keys C/2, values C
+    with count_macs() as macs:
+        block(np.zeros((batch, height, width, channels), "float32"))
+
+    pixels = batch * height * width
+    conv = attention = 0
+    for stride in (2, 4):
+        keys_per_image = (height // stride) * (width // stride)
+        conv += pixels * channels * (channels // 2)  # 1x1 query
+        conv += batch * keys_per_image * 9 * channels * (channels // 2 + channels)  # 3x3 key, value
+        attention += pixels * keys_per_image * (channels // 2 + channels)  # q.k and p.v, eq. (11)
+    conv += pixels * (2 * channels) * channels  # 1x1 projection of the concatenated branches
+    assert macs == {"conv": conv, "attention": attention}
