@@ -8,7 +8,9 @@ A direct implementation holds the whole query x key matrix: 40 GB at 500x400 for
 scale-2 branch. Here the queries are processed in chunks and, inside a chunk, the keys in blocks
 with a running maximum / running sum ("online") softmax, so only one chunk x block tile is alive
 at a time. The backward pass is a custom gradient that recomputes those tiles from the saved
-log-sum-exp instead of storing them (the FlashAttention recipe), so training memory is linear too.
+log-sum-exp instead of storing them (the FlashAttention recipe), in one pass over the tiles, so
+training memory is linear too. Every loop step waits for the previous one (`wait_for`): the
+tile count alive is one, under TensorFlow's parallel loop iterations too.
 
 Written with `keras.ops` only: the same code runs under TensorFlow (also inside `tf.function`,
 XLA, SavedModel and tf2onnx) and JAX.
@@ -136,7 +138,10 @@ def wait_for(x, carry):
     """
     x = ops.convert_to_tensor(x)
     carries = carry if isinstance(carry, (tuple, list)) else (carry,)
-    return x + ops.cast(0.0 * sum(ops.min(c) for c in carries), x.dtype)
+    minima = [ops.min(c) for c in carries]
+    # Non-finite minima (NaN inputs) are replaced, or 0 * NaN would make a garbage index.
+    zero = 0.0 * sum(ops.where(ops.isfinite(m), m, 0.0) for m in minima)
+    return x + ops.cast(zero, x.dtype)
 
 
 def _sequential_map(fn, xs, like):

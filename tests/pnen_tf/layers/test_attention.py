@@ -84,3 +84,16 @@ def test_nonlocal_attention_keeps_the_mixed_precision_dtype():
     out = nonlocal_attention(q, q[:, :2, :2], v, query_chunk=4, key_block=3)
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
     assert tuple(out.shape) == (1, 3, 4, 6)
+
+
+def test_a_nan_query_spoils_only_its_own_row():
+    # The loops order their steps through the carried values; a NaN there must not turn into a
+    # garbage tile index (an error, or other rows read from the wrong tiles).
+    q, k, v = _problem()
+    q[0, 3] = np.nan
+    out = np.asarray(tiled_attention(q, k, v, 8, 5))
+    expected = reference.softmax_attention(*(a.astype(np.float64) for a in (q, k, v)))
+    assert np.isnan(out[0, 3]).all()
+    mask = np.ones(out.shape[:2], bool)
+    mask[0, 3] = False
+    np.testing.assert_allclose(out[mask], expected[mask], rtol=1e-5, atol=1e-6)
