@@ -81,8 +81,8 @@ def main(argv=None):
     parser.add_argument("--sizes", nargs="+", default=["128x128", "256x256", "500x400"])
     parser.add_argument("--train-size", default="96x96", help="HxW of the training-step comparison")
     parser.add_argument("--train-batch", type=int, default=8)
-    parser.add_argument("--skip-direct-above", type=int, default=300_000,
-                        help="pixels above which the direct matrix cannot fit 24 GB")
+    parser.add_argument("--direct-limit-gb", type=float, default=12.0,
+                        help="skip the direct method when its scale-2 matrix alone is larger")
     from benchmarks.measure import parse_or_run_child
 
     args = parse_or_run_child(parser, child, argv)
@@ -95,9 +95,10 @@ def main(argv=None):
     for kind, size, batch in runs:
         height, width = (int(v) for v in size.lower().split("x"))
         for method in METHODS:
-            if method == "direct" and height * width * batch > args.skip_direct_above:
+            matrix_gb = batch * height * width * (height // 2) * (width // 2) * 4 / 2**30
+            if method == "direct" and matrix_gb > args.direct_limit_gb:
                 print(f"| {kind} | {batch}x{size} | {method} | — | does not fit: the scale-2 matrix "
-                      f"alone is {height * width * (height // 2) * (width // 2) * 4 / 2**30:.0f} GB | |")
+                      f"alone is {matrix_gb:.0f} GB | |")
                 continue
             payload = {"method": method, "size": [height, width], "batch": batch, "train": kind == "train"}
             r = run_child("benchmarks.attention_baselines", payload)

@@ -283,8 +283,8 @@ def nonlocal_attention(
     Args:
         query_map: `[B, H, W, d]`; key_map: `[B, h, w, d]`; value_map: `[B, h, w, n]`
             (h, w may be smaller than H, W: the pyramid's strided keys).
-        memory_budget_mb: size of the largest attention tile; picks direct vs tiled path and
-            the tile sizes (see `plan_tiles`).
+        memory_budget_mb: memory for one attention tile with the buffers that accompany it in
+            a training step; picks direct vs tiled path and the tile sizes (`plan_tiles`).
         query_chunk, key_block: force the tiled path with these tile sizes.
         attention_dtype: None (matmuls in the input's dtype) or "bfloat16".
         sequential: see `tiled_attention`.
