@@ -21,3 +21,17 @@ def test_count_macs_of_a_pyramid_block_follows_its_equations():
         attention += pixels * keys_per_image * (channels // 2 + channels)  # q.k and p.v, eq. (11)
     conv += pixels * (2 * channels) * channels  # 1x1 projection of the concatenated branches
     assert macs == {"conv": conv, "attention": attention}
+
+
+def test_the_paper_variant_embeds_its_shared_query_once():
+    batch, height, width, channels = 1, 8, 8, 4
+    block = PyramidNonLocalBlock(scales=(2, 4), variant="paper")  # query m = C, values C/2
+    with count_macs() as macs:
+        block(np.zeros((batch, height, width, channels), "float32"))
+    pixels = batch * height * width
+    conv = pixels * channels * channels  # the one shared 1x1 query
+    for stride in (2, 4):
+        keys = batch * (height // stride) * (width // stride)
+        conv += keys * stride * stride * channels * (channels + channels // 2)  # s x s key, value
+    conv += pixels * channels * channels  # 1x1 psi on the two branches' C/2 + C/2 channels
+    assert macs["conv"] == conv

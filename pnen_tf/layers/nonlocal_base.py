@@ -69,10 +69,14 @@ class NonLocalBase(layers.Layer):
         remat = training and self.rematerialize
         total, done = None, None
         last = len(self.key_convs) - 1
+        # The "paper" PNB shares one query embedding among its branches: computed once.
+        shared = last > 0 and len(self.query_convs) == 1
+        extra = (self.query_convs[0](inputs),) if shared else ()
         for index in range(last + 1):
-            def branch(x, *previous, index=index):
+            def branch(x, *args, index=index):
+                query, previous = (args[0], args[1:]) if shared else (None, args)
                 x = wait_for(x, previous) if previous else x
-                contribution = self._branch(index, x, sequential=training)
+                contribution = self._branch(index, x, query, sequential=training)
                 if index == last:
                     return contribution
                 done = ops.cast(ops.min(contribution), "float32")
@@ -86,18 +90,19 @@ class NonLocalBase(layers.Layer):
             # Each branch waits for the previous one's `done` scalar and, in the backward pass,
             # for the next one's gradient of it (the recomputation waits for the gradient of
             # its first output): TensorFlow would otherwise run the branches side by side.
-            result = branch(inputs) if done is None else branch(inputs, done)
+            result = branch(inputs, *extra) if done is None else branch(inputs, *extra, done)
             done, contribution = (None, result) if index == last else result
             total = contribution if total is None else total + contribution
         if self.output_conv.use_bias:
             total = total + ops.cast(self.output_conv.bias, total.dtype)
         return inputs + total
 
-    def _branch(self, index, inputs, sequential):
-        """Branch `index`'s enhanced map (eq. 11), projected by its slice of T / psi."""
-        query_conv = self.query_convs[index if len(self.query_convs) > 1 else 0]
+    def _branch(self, index, inputs, query, sequential):
+        """Branch `index`'s enhanced map (eq. 11), projected by its slice of T / psi; `query`:
+        the shared query map, or None for the branch's own."""
+        query = self.query_convs[index](inputs) if query is None else query
         enhanced = nonlocal_attention(
-            query_conv(inputs), self.key_convs[index](inputs), self.value_convs[index](inputs),
+            query, self.key_convs[index](inputs), self.value_convs[index](inputs),
             memory_budget_mb=self.memory_budget_mb, query_chunk=self.query_chunk,
             key_block=self.key_block, attention_dtype=self.attention_dtype, sequential=sequential,
         )

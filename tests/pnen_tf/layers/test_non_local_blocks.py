@@ -76,13 +76,14 @@ def _output_and_gradients(layer, x, training):
 
 @pytest.mark.parametrize("tiles", [{}, {"query_chunk": 6, "key_block": 5}])
 @pytest.mark.parametrize("rematerialize", [True, False])
-def test_training_mode_gives_the_values_and_gradients_of_plain_autodiff(tiles, rematerialize):
+@pytest.mark.parametrize("variant", ["official", "paper"])
+def test_training_mode_gives_the_values_and_gradients_of_plain_autodiff(tiles, rematerialize, variant):
     # training=True recomputes each branch in the backward pass and runs the query chunks in
     # turn; values and every gradient must be those of TensorFlow's own differentiation of the
     # direct softmax (the default plan at this size), in inference mode.
     x = _input()
-    direct = PyramidNonLocalBlock(scales=(1, 2, 4))
-    layer = PyramidNonLocalBlock(scales=(1, 2, 4), rematerialize=rematerialize, **tiles)
+    direct = PyramidNonLocalBlock(scales=(1, 2, 4), variant=variant)
+    layer = PyramidNonLocalBlock(scales=(1, 2, 4), variant=variant, rematerialize=rematerialize, **tiles)
     direct(x), layer(x)
     layer.set_weights(direct.get_weights())
     reference_y, reference_grads = _output_and_gradients(direct, x, training=False)
