@@ -145,17 +145,12 @@ def wait_for(x, carry):
 
 
 def _sequential_map(fn, xs, like):
-    """`fn(x, previous)` over `xs`, strictly in turn; `like`: zeros shaped as one output.
+    """`fn` over the leading axis of `xs`, strictly in turn; `like`: zeros shaped as one output.
 
-    `ops.scan` with unroll=1; `fn` ties its work to `previous` (see `wait_for`), since TensorFlow
-    would otherwise start later elements early.
+    `ops.scan` with unroll=1 (under TensorFlow a while loop with parallel_iterations=1), unlike
+    `ops.map`, which lets TensorFlow run ten elements at once.
     """
-
-    def step(previous, x):
-        y = fn(x, previous)
-        return y, y
-
-    return ops.scan(step, like, xs)[1]
+    return ops.scan(lambda previous, x: (fn(x),) * 2, like, xs)[1]
 
 
 def _forward(tiles, sequential):
@@ -169,8 +164,8 @@ def _forward(tiles, sequential):
     batch, chunk = ops.shape(tiles.query)[0], tiles.query_chunk
     width = ops.shape(tiles.values)[-1]
 
-    def one_chunk(c, previous=None):
-        q = tiles.rows(tiles.query, c if previous is None else wait_for(c, previous[1]))
+    def one_chunk(c):
+        q = tiles.rows(tiles.query, c)
 
         def step(j, carry):
             running_max, running_sum, acc = carry
