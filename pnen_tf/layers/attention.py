@@ -6,8 +6,8 @@ Both non-local blocks compute, for every query pixel i, eq. (11) of the paper
 
 A direct implementation holds the whole query x key matrix: 40 GB at 500x400 for the PNB's
 scale-2 branch. Here the queries are processed in chunks and, inside a chunk, the keys in blocks
-with a running maximum / running sum ("online") softmax, so only one chunk x block tile is alive
-at a time. The backward pass is a custom gradient that recomputes those tiles from the saved
+with an "online" softmax: each block's softmax is merged into the chunk's output, weighted by a
+running log-sum-exp, so only one chunk x block tile is alive at a time. The backward pass is a custom gradient that recomputes those tiles from the saved
 log-sum-exp instead of storing them (the FlashAttention recipe), in one pass over the tiles, so
 training memory is linear too. Every loop step waits for the previous one (`wait_for`): the
 tile count alive is one, under TensorFlow's parallel loop iterations too.
@@ -26,7 +26,7 @@ from keras import ops
 # products read, all float32, and the allocator's rounding.
 _TILE_BYTES_PER_ELEMENT = 32
 _NEG_LARGE = -1e30
-_MAX_KEY_BLOCK = 4096
+_MAX_KEY_BLOCK = 2048
 _MIN_QUERY_CHUNK = 16
 
 
@@ -84,7 +84,7 @@ def _merge(x, length):
 
 
 class _Tiles:
-    """Query chunks (gathered one at a time), key/value blocks and a bias masking padded keys."""
+    """Query chunks (gathered one at a time), key/value blocks and a row masking padded keys."""
 
     def __init__(self, query, key, value, query_chunk, key_block, matmul_dtype):
         self.query = query
@@ -94,12 +94,16 @@ class _Tiles:
         self.matmul_dtype = matmul_dtype
         self.num_chunks = (self.num_queries + query_chunk - 1) // query_chunk
         self.keys = _split(_pad_to_multiple(key, key_block), key_block)
-        # Transposed once here (keys are the small, strided side) rather than per tile.
-        self.keys_t = ops.transpose(self.keys, (0, 1, 3, 2))
-        self.values = _split(_pad_to_multiple(value, key_block), key_block)
+        # Transposed once here (keys are the small, strided side) rather than per tile, with
+        # one more row: 0 under real keys, -1e30 under padding. Against the column of ones of
+        # `query_rows` it masks the padded keys inside the product, with no pass over the tile.
+        keys_t = ops.transpose(self.keys, (0, 1, 3, 2))
         num_padded_keys = ops.shape(self.keys)[0] * key_block
-        position = ops.reshape(ops.arange(num_padded_keys), (-1, 1, key_block))
-        self.key_bias = ops.where(position < self.num_keys, 0.0, _NEG_LARGE)
+        position = ops.reshape(ops.arange(num_padded_keys), (-1, 1, 1, key_block))
+        bias = ops.where(position < self.num_keys, 0.0, _NEG_LARGE)
+        bias = ops.broadcast_to(bias, (ops.shape(keys_t)[0], ops.shape(keys_t)[1], 1, key_block))
+        self.keys_t = ops.concatenate([keys_t, ops.cast(bias, keys_t.dtype)], axis=2)
+        self.values = _split(_pad_to_multiple(value, key_block), key_block)
 
     @property
     def num_blocks(self):
@@ -111,19 +115,29 @@ class _Tiles:
         position = c * self.query_chunk + ops.arange(self.query_chunk)
         return ops.take(x, ops.minimum(position, self.num_queries - 1), axis=1)
 
+    def query_rows(self, c):
+        """Query chunk `c` with a column of ones appended, for `logits`."""
+        q = self.rows(self.query, c)
+        return ops.concatenate([q, ops.ones_like(q[..., :1])], axis=-1)
+
     def row_mask(self, c):
         """`[1, query_chunk, 1]`: 1 for rows of chunk `c` inside the map, 0 for repeated ones."""
         position = c * self.query_chunk + ops.arange(self.query_chunk)
         return ops.reshape(ops.cast(position < self.num_queries, "float32"), (1, -1, 1))
 
-    def matmul(self, a, b):
-        """a @ b in the matmul dtype, result in float32 (softmax statistics stay float32)."""
-        product = ops.matmul(ops.cast(a, self.matmul_dtype), ops.cast(b, self.matmul_dtype))
-        return ops.cast(product, "float32")
+    def matmul(self, a, b, dtype=None):
+        """a @ b in `dtype` (default the matmul dtype), result in float32."""
+        dtype = dtype or self.matmul_dtype
+        return ops.cast(ops.matmul(ops.cast(a, dtype), ops.cast(b, dtype)), "float32")
 
-    def logits(self, q, j):
-        """Logits of query chunk `q` against key block `j`, padded keys pushed to -inf."""
-        return self.matmul(q, ops.take(self.keys_t, j, axis=0)) + ops.take(self.key_bias, j, axis=0)
+    def logits(self, q_rows, j):
+        """Logits of `query_rows(c)` against key block `j`, padded keys pushed to -1e30.
+
+        Always float32: an error e in a logit is a relative error e in its weight, and a bf16
+        product is rounded to 8 bits (a logit of 30 by up to 0.125). The other products see
+        probabilities and gradients, whose rounding errors average out over the keys.
+        """
+        return self.matmul(q_rows, ops.take(self.keys_t, j, axis=0), "float32")
 
 
 def wait_for(x, carry):
@@ -165,26 +179,32 @@ def _forward(tiles, sequential):
     width = ops.shape(tiles.values)[-1]
 
     def one_chunk(c):
-        q = tiles.rows(tiles.query, c)
+        q = tiles.query_rows(c)
 
         def step(j, carry):
-            running_max, running_sum, acc = carry
+            running_lse, acc = carry
             j = wait_for(j, carry)
             logits = tiles.logits(q, j)
-            new_max = ops.maximum(running_max, ops.max(logits, axis=-1, keepdims=True))
-            p = ops.exp(logits - new_max)
-            rescale = ops.exp(running_max - new_max)
-            running_sum = running_sum * rescale + ops.sum(p, axis=-1, keepdims=True)
-            acc = acc * rescale + tiles.matmul(p, ops.take(tiles.values, j, axis=0))
-            return new_max, running_sum, acc
+            p = ops.softmax(logits, axis=-1)
+            # The tile's log-sum-exp: its softmax's largest entry is exactly 1 / sum exp(s - max s).
+            # One fused softmax and two max reductions make fewer passes over the tile than
+            # max, subtract, exp and sum, the tile work that rivals the two products on a CPU.
+            lse = ops.max(logits, axis=-1, keepdims=True) - ops.log(ops.max(p, axis=-1, keepdims=True))
+            # acc holds the chunk's output over the blocks so far: merge in this block's softmax
+            # by the weights of the two log-sum-exps (written out: tf2onnx lacks logaddexp's log1p).
+            top = ops.maximum(running_lse, lse)
+            old_weight, new_weight = ops.exp(running_lse - top), ops.exp(lse - top)
+            total = old_weight + new_weight
+            block_out = tiles.matmul(p, ops.take(tiles.values, j, axis=0))
+            acc = (acc * old_weight + block_out * new_weight) / total
+            return top + ops.log(total), acc
 
         init = (
             ops.full((batch, chunk, 1), _NEG_LARGE, "float32"),
-            ops.zeros((batch, chunk, 1), "float32"),
             ops.zeros((batch, chunk, width), "float32"),
         )
-        running_max, running_sum, acc = ops.fori_loop(0, tiles.num_blocks, step, init)
-        return acc / running_sum, running_max + ops.log(running_sum)
+        running_lse, acc = ops.fori_loop(0, tiles.num_blocks, step, init)
+        return acc, running_lse
 
     chunks = ops.arange(tiles.num_chunks)
     if sequential:
@@ -211,9 +231,10 @@ def _backward(tiles, d_out, out, lse):
         def chunk_step(c, carry):
             d_q, d_k, d_v = carry
             c = wait_for(c, carry)
-            c_q, c_do = tiles.rows(tiles.query, c), tiles.rows(d_out, c) * tiles.row_mask(c)
+            c_q_rows, c_do = tiles.query_rows(c), tiles.rows(d_out, c) * tiles.row_mask(c)
+            c_q = c_q_rows[..., :-1]
             c_delta = ops.sum(c_do * tiles.rows(out, c), axis=-1, keepdims=True)
-            p = ops.exp(tiles.logits(c_q, j) - ops.take(lse, c, axis=0))
+            p = ops.exp(tiles.logits(c_q_rows, j) - ops.take(lse, c, axis=0))
             d_s = p * (tiles.matmul(c_do, value_t) - c_delta)
             d_k = d_k + tiles.matmul(ops.transpose(d_s, (0, 2, 1)), c_q)
             d_v = d_v + tiles.matmul(ops.transpose(p, (0, 2, 1)), c_do)
@@ -245,8 +266,9 @@ def tiled_attention(query, key, value, query_chunk, key_block, matmul_dtype="flo
         query: `[batch, num_queries, d]`; key: `[batch, num_keys, d]`;
             value: `[batch, num_keys, n]`. Sizes may be dynamic.
         query_chunk, key_block: tile sizes (Python ints).
-        matmul_dtype: dtype of the matrix products ("bfloat16" trades accuracy for speed on
-            AMX/tensor cores); softmax statistics are always float32.
+        matmul_dtype: dtype of the products with probabilities and gradients ("bfloat16"
+            trades accuracy for speed on AMX/tensor cores); the logits and the softmax
+            statistics are always float32.
         sequential: forward query chunks strictly in turn, one tile alive (use it when
             training). The default lets TensorFlow overlap a few chunks and exports to ONNX.
 
@@ -281,7 +303,8 @@ def nonlocal_attention(
         memory_budget_mb: memory for one attention tile with the buffers that accompany it in
             a training step; picks direct vs tiled path and the tile sizes (`plan_tiles`).
         query_chunk, key_block: force the tiled path with these tile sizes.
-        attention_dtype: None (matmuls in the input's dtype) or "bfloat16".
+        attention_dtype: None (products in the input's dtype) or "bfloat16" for the products
+            with probabilities and gradients; logits are float32 either way.
         sequential: see `tiled_attention`.
 
     Returns:
@@ -306,10 +329,10 @@ def nonlocal_attention(
 
 
 def _direct_in_dtype(query, key, value, matmul_dtype):
-    cast = lambda x: ops.cast(x, matmul_dtype)  # noqa: E731
-    logits = ops.cast(ops.matmul(cast(query), ops.transpose(cast(key), (0, 2, 1))), "float32")
-    weights = ops.softmax(logits, axis=-1)
-    return ops.cast(ops.matmul(cast(weights), cast(value)), "float32")
+    """The direct formula; logits in float32 as in `_Tiles.logits`."""
+    f32 = lambda x: ops.cast(x, "float32")  # noqa: E731
+    weights = ops.softmax(ops.matmul(f32(query), ops.transpose(f32(key), (0, 2, 1))), axis=-1)
+    return f32(ops.matmul(ops.cast(weights, matmul_dtype), ops.cast(value, matmul_dtype)))
 
 
 def _static(dim):
