@@ -6,11 +6,17 @@ Both non-local blocks compute, for every query pixel i, eq. (11) of the paper
 
 A direct implementation holds the whole query x key matrix: 40 GB at 500x400 for the PNB's
 scale-2 branch. Here the queries are processed in chunks and, inside a chunk, the keys in blocks
-with an "online" softmax: each block's softmax is merged into the chunk's output, weighted by a
-running log-sum-exp, so only one chunk x block tile is alive at a time. The backward pass is a custom gradient that recomputes those tiles from the saved
-log-sum-exp instead of storing them (the FlashAttention recipe), in one pass over the tiles, so
-training memory is linear too. Every loop step waits for the previous one (`wait_for`): the
-tile count alive is one, under TensorFlow's parallel loop iterations too.
+with an "online" softmax, so only one chunk x block tile is alive at a time. Each block's keys
+are softmaxed together with a carry key whose logit is the running log-sum-exp of the blocks
+before (`_Tiles`): the softmax's last column then weighs the output so far against this block,
+and the new log-sum-exp is the carry logit minus that weight's log. Per tile that is one logits
+product, one fused softmax and one product with the values: a CPU spends about as long on
+passes over the tile as on the products, so each pass saved counts.
+
+The backward pass is a custom gradient that recomputes the tiles from the saved log-sum-exp
+instead of storing them (the FlashAttention recipe), in one pass over the tiles, so training
+memory is linear too. Every loop step waits for the previous one (`wait_for`): the tile
+count alive is one, under TensorFlow's parallel loop iterations too.
 
 Written with `keras.ops` only: the same code runs under TensorFlow (also inside `tf.function`,
 XLA, SavedModel and tf2onnx) and JAX.
@@ -26,6 +32,10 @@ from keras import ops
 # products read, all float32, and the allocator's rounding.
 _TILE_BYTES_PER_ELEMENT = 32
 _NEG_LARGE = -1e30
+# Below this a carry weight's log loses precision (float32 subnormals start at 1.2e-38).
+_SMALLEST_CARRY_WEIGHT = 1e-30
+# Keys whose largest logit starts a chunk's carry (`_forward`).
+_CARRY_SAMPLE = 64
 _MAX_KEY_BLOCK = 2048
 _MIN_QUERY_CHUNK = 16
 
@@ -84,26 +94,37 @@ def _merge(x, length):
 
 
 class _Tiles:
-    """Query chunks (gathered one at a time), key/value blocks and a row masking padded keys."""
+    """Query chunks (gathered one at a time) and key/value blocks, each with a carry key.
+
+    Keys and queries are extended so that the logits product does the masking and merging
+    work that would otherwise be passes over the tile:
+    - a bias row under the keys, 0 for real keys and -1e30 for padding, meets a column of ones
+      in the query rows: padded keys get a logit of -1e30;
+    - every block gets one more key, the carry key (zero key and value, a 1 in a last row),
+      which meets the last entry of the query rows: its logit is whatever the query rows carry
+      there, exactly (the running log-sum-exp in the forward pass, -1e30 in the backward).
+    """
 
     def __init__(self, query, key, value, query_chunk, key_block, matmul_dtype):
         self.query = query
         self.num_queries = ops.shape(query)[1]
         self.num_keys = ops.shape(key)[1]
         self.query_chunk = query_chunk
+        self.key_block = key_block
         self.matmul_dtype = matmul_dtype
         self.num_chunks = (self.num_queries + query_chunk - 1) // query_chunk
-        self.keys = _split(_pad_to_multiple(key, key_block), key_block)
-        # Transposed once here (keys are the small, strided side) rather than per tile, with
-        # one more row: 0 under real keys, -1e30 under padding. Against the column of ones of
-        # `query_rows` it masks the padded keys inside the product, with no pass over the tile.
-        keys_t = ops.transpose(self.keys, (0, 1, 3, 2))
-        num_padded_keys = ops.shape(self.keys)[0] * key_block
-        position = ops.reshape(ops.arange(num_padded_keys), (-1, 1, 1, key_block))
+        keys = _split(_pad_to_multiple(key, key_block), key_block)
+        num_blocks, batch, depth = ops.shape(keys)[0], ops.shape(keys)[1], ops.shape(keys)[3]
+        position = ops.reshape(ops.arange(num_blocks * key_block), (-1, 1, key_block, 1))
         bias = ops.where(position < self.num_keys, 0.0, _NEG_LARGE)
-        bias = ops.broadcast_to(bias, (ops.shape(keys_t)[0], ops.shape(keys_t)[1], 1, key_block))
-        self.keys_t = ops.concatenate([keys_t, ops.cast(bias, keys_t.dtype)], axis=2)
-        self.values = _split(_pad_to_multiple(value, key_block), key_block)
+        column = (num_blocks, batch, key_block, 1)
+        carry_key = ops.concatenate([ops.zeros((num_blocks, batch, 1, depth + 1)),
+                                     ops.ones((num_blocks, batch, 1, 1))], axis=3)
+        extended = ops.concatenate([keys, ops.broadcast_to(bias, column), ops.zeros(column)], axis=3)
+        # Transposed once here (keys are the small, strided side) rather than per tile.
+        self.keys_t = ops.transpose(ops.concatenate([extended, carry_key], axis=2), (0, 1, 3, 2))
+        self.keys = _with_zero_row(keys)
+        self.values = _with_zero_row(_split(_pad_to_multiple(value, key_block), key_block))
 
     @property
     def num_blocks(self):
@@ -115,10 +136,9 @@ class _Tiles:
         position = c * self.query_chunk + ops.arange(self.query_chunk)
         return ops.take(x, ops.minimum(position, self.num_queries - 1), axis=1)
 
-    def query_rows(self, c):
-        """Query chunk `c` with a column of ones appended, for `logits`."""
-        q = self.rows(self.query, c)
-        return ops.concatenate([q, ops.ones_like(q[..., :1])], axis=-1)
+    def query_rows(self, q, carry_logit):
+        """Rows `q` of a chunk extended for `logits`: a column of ones and `carry_logit`."""
+        return ops.concatenate([q, ops.ones_like(q[..., :1]), carry_logit], axis=-1)
 
     def row_mask(self, c):
         """`[1, query_chunk, 1]`: 1 for rows of chunk `c` inside the map, 0 for repeated ones."""
@@ -131,13 +151,19 @@ class _Tiles:
         return ops.cast(ops.matmul(ops.cast(a, dtype), ops.cast(b, dtype)), "float32")
 
     def logits(self, q_rows, j):
-        """Logits of `query_rows(c)` against key block `j`, padded keys pushed to -1e30.
+        """Logits of `query_rows` against key block `j` and its carry key (the last column).
 
         Always float32: an error e in a logit is a relative error e in its weight, and a bf16
         product is rounded to 8 bits (a logit of 30 by up to 0.125). The other products see
         probabilities and gradients, whose rounding errors average out over the keys.
         """
         return self.matmul(q_rows, ops.take(self.keys_t, j, axis=0), "float32")
+
+
+def _with_zero_row(blocks):
+    """`[nb, B, block, c]` -> `[nb, B, block + 1, c]`: the carry key's row, zero."""
+    shape = ops.shape(blocks)
+    return ops.concatenate([blocks, ops.zeros((shape[0], shape[1], 1, shape[3]), blocks.dtype)], axis=2)
 
 
 def wait_for(x, carry):
@@ -179,38 +205,50 @@ def _forward(tiles, sequential):
     width = ops.shape(tiles.values)[-1]
 
     def one_chunk(c):
-        q = tiles.query_rows(c)
+        q = tiles.rows(tiles.query, c)
 
         def step(j, carry):
             running_lse, acc = carry
-            j = wait_for(j, carry)
-            logits = tiles.logits(q, j)
+            j = wait_for(j, carry)  # the block's gathers too, not only its logits
+            # The carry key's logit is the running log-sum-exp of the blocks so far, so one
+            # softmax over the tile weighs this block's keys against everything before it: its
+            # last column is the weight of the output so far, exp(running - new log-sum-exp).
+            logits = tiles.logits(tiles.query_rows(q, running_lse), j)
             p = ops.softmax(logits, axis=-1)
-            # The tile's log-sum-exp: its softmax's largest entry is exactly 1 / sum exp(s - max s).
-            # One fused softmax and two max reductions make fewer passes over the tile than
-            # max, subtract, exp and sum, the tile work that rivals the two products on a CPU.
-            lse = ops.max(logits, axis=-1, keepdims=True) - ops.log(ops.max(p, axis=-1, keepdims=True))
-            # acc holds the chunk's output over the blocks so far: merge in this block's softmax
-            # by the weights of the two log-sum-exps (written out: tf2onnx lacks logaddexp's log1p).
-            top = ops.maximum(running_lse, lse)
-            old_weight, new_weight = ops.exp(running_lse - top), ops.exp(lse - top)
-            total = old_weight + new_weight
-            block_out = tiles.matmul(p, ops.take(tiles.values, j, axis=0))
-            acc = (acc * old_weight + block_out * new_weight) / total
-            return top + ops.log(total), acc
+            carry_weight = p[..., -1:]
+            acc = acc * carry_weight + tiles.matmul(p, ops.take(tiles.values, j, axis=0))
+            new_lse = ops.cond(
+                ops.min(carry_weight) >= _SMALLEST_CARRY_WEIGHT,
+                lambda: running_lse - ops.log(carry_weight),
+                lambda: _log_sum_exp(logits, p),
+            )
+            return new_lse, acc
 
-        init = (
-            ops.full((batch, chunk, 1), _NEG_LARGE, "float32"),
-            ops.zeros((batch, chunk, width), "float32"),
-        )
+        # The carry starts as the mass of one pseudo-key whose logit z is a real logit of this
+        # query (the largest over a few keys), and whose value is zero: then z <= the final
+        # log-sum-exp, so removing the pseudo-key's share e^z below is well-conditioned (it is
+        # at most 1/2), and the first block's carry weight is rarely too small for its log.
+        sample = ops.take(tiles.keys_t, 0, axis=0)[..., : min(tiles.key_block, _CARRY_SAMPLE)]
+        z = ops.max(tiles.matmul(tiles.query_rows(q, ops.zeros_like(q[..., :1])), sample, "float32"),
+                    axis=-1, keepdims=True)
+        init = (z, ops.zeros((batch, chunk, width), "float32"))
         running_lse, acc = ops.fori_loop(0, tiles.num_blocks, step, init)
-        return acc, running_lse
+        rest = 1.0 - ops.exp(z - running_lse)
+        return acc / rest, running_lse + ops.log(rest)
 
     chunks = ops.arange(tiles.num_chunks)
     if sequential:
         like = (ops.zeros((batch, chunk, width), "float32"), ops.zeros((batch, chunk, 1), "float32"))
         return _sequential_map(one_chunk, chunks, like)
     return ops.map(one_chunk, chunks)
+
+
+def _log_sum_exp(logits, p):
+    """log sum exp of each row, from its softmax: the largest entry of `p` is exactly
+    1 / sum exp(s - max s). Two reductions over the tile, needed only where the carry weight
+    is too small to take its log (the first block of a chunk, or a block that outweighs
+    everything before it by e^69)."""
+    return ops.max(logits, axis=-1, keepdims=True) - ops.log(ops.max(p, axis=-1, keepdims=True))
 
 
 def _backward(tiles, d_out, out, lse):
@@ -231,8 +269,9 @@ def _backward(tiles, d_out, out, lse):
         def chunk_step(c, carry):
             d_q, d_k, d_v = carry
             c = wait_for(c, carry)
-            c_q_rows, c_do = tiles.query_rows(c), tiles.rows(d_out, c) * tiles.row_mask(c)
-            c_q = c_q_rows[..., :-1]
+            c_q, c_do = tiles.rows(tiles.query, c), tiles.rows(d_out, c) * tiles.row_mask(c)
+            # A carry logit of -1e30: the carry key gets probability 0 and no gradient.
+            c_q_rows = tiles.query_rows(c_q, ops.full_like(c_q[..., :1], _NEG_LARGE))
             c_delta = ops.sum(c_do * tiles.rows(out, c), axis=-1, keepdims=True)
             p = ops.exp(tiles.logits(c_q_rows, j) - ops.take(lse, c, axis=0))
             d_s = p * (tiles.matmul(c_do, value_t) - c_delta)
@@ -253,8 +292,8 @@ def _backward(tiles, d_out, out, lse):
     d_q, d_k, d_v = ops.fori_loop(0, tiles.num_blocks, block_step, init)
     return (
         _merge(d_q, tiles.num_queries),
-        _merge(d_k, tiles.num_keys),
-        _merge(d_v, tiles.num_keys),
+        _merge(d_k[:, :, :-1], tiles.num_keys),  # without the carry keys' rows
+        _merge(d_v[:, :, :-1], tiles.num_keys),
     )
 
 

@@ -97,3 +97,27 @@ def test_a_nan_query_spoils_only_its_own_row():
     mask = np.ones(out.shape[:2], bool)
     mask[0, 3] = False
     np.testing.assert_allclose(out[mask], expected[mask], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_peaked_rows_equal_the_direct_formula(sequential):
+    # Integer logits (exact in float32 in any summation order) laid out so that both ways of
+    # taking a tile's log-sum-exp run: the first 64 keys of block 0 (the carry's starting
+    # sample) sit ~120 below the block's other keys, and keys 150-155 outweigh blocks 0 and 1
+    # together by ~e^120: carry weights that underflow float32 (below e^-104).
+    rng = np.random.default_rng(7)
+    q = rng.integers(-2, 3, size=(2, 37, 8)).astype("float32")
+    k = rng.integers(-2, 3, size=(2, 230, 8)).astype("float32")
+    q[..., 0] = 10
+    k[:, :64, 0], k[:, 64:, 0], k[:, 150:156, 0] = -12, 0, 12
+    v = rng.normal(size=(2, 230, 7)).astype("float32")
+    upstream = rng.normal(size=(2, 37, 7)).astype("float32")
+    fn = lambda a, b, c: tiled_attention(a, b, c, 8, 100, sequential=sequential)  # noqa: E731
+    expected = reference.softmax_attention(*(a.astype(np.float64) for a in (q, k, v)))
+    np.testing.assert_allclose(np.asarray(fn(q, k, v)), expected, rtol=1e-5, atol=1e-6)
+    # The backward pass reads this forward's log-sum-exp. Near one-hot rows have near-zero dQ
+    # and dK, whose rounding (dO V^T - rowsum(dO * O) cancels) is judged on dV's scale.
+    got, want = _gradients(fn, q, k, v, upstream), _gradients(_direct, q, k, v, upstream)
+    scale = np.abs(want[2]).max()
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * scale)
