@@ -154,8 +154,8 @@ class _Tiles:
         """Logits of `query_rows` against key block `j` and its carry key (the last column).
 
         Always float32: an error e in a logit is a relative error e in its weight, and a bf16
-        product is rounded to 8 bits (a logit of 30 by up to 0.125). The other products see
-        probabilities and gradients, whose rounding errors average out over the keys.
+        product keeps 8 significant bits (a logit of 30 is off by up to 0.0625). The other
+        products see probabilities and gradients, whose rounding errors average out over keys.
         """
         return self.matmul(q_rows, ops.take(self.keys_t, j, axis=0), "float32")
 
