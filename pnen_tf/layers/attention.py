@@ -167,9 +167,11 @@ def _with_zero_row(blocks):
 
 
 def wait_for(x, carry):
-    """`x`, made to wait for `carry` (a tensor or a tuple of them): adds 0 * their minima, exactly
-    zero (`x` may be an index). A step waits for every output of the previous one, or that
-    step's last products would still hold their tiles while the next ones are made.
+    """`x`, made to wait for `carry` (a tensor or a tuple of them): adds 0 * an element of each,
+    exactly zero (`x` may be an index). A step waits for every output of the previous one, or
+    that step's last products would still hold their tiles while the next ones are made. One
+    element suffices (an operation hands over its whole output at once) and costs no pass over
+    a carry as large as a tile (the backward pass carries all of dQ).
 
     TensorFlow runs independent operations side by side, and up to ten iterations of a while
     loop at once when their inputs are ready: a tile depends only on its loop index, so ten
@@ -178,9 +180,9 @@ def wait_for(x, carry):
     """
     x = ops.convert_to_tensor(x)
     carries = carry if isinstance(carry, (tuple, list)) else (carry,)
-    minima = [ops.min(c) for c in carries]
-    # Non-finite minima (NaN inputs) are replaced, or 0 * NaN would make a garbage index.
-    zero = 0.0 * sum(ops.where(ops.isfinite(m), m, 0.0) for m in minima)
+    firsts = [ops.reshape(c, (-1,))[0] for c in carries]
+    # Non-finite elements (NaN inputs) are replaced, or 0 * NaN would make a garbage index.
+    zero = 0.0 * sum(ops.where(ops.isfinite(f), f, 0.0) for f in firsts)
     return x + ops.cast(zero, x.dtype)
 
 
