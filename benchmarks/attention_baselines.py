@@ -1,12 +1,16 @@
 """One official PNB (64 channels): our tiled attention against two straightforward baselines.
 
-    python -m benchmarks.attention_baselines [--sizes 128x128 256x256 500x400] [--train-size 128x128]
+    python -m benchmarks.attention_baselines [--sizes 128x128 256x256 500x400] [--train-size 96x96]
+    python -m benchmarks.attention_baselines --sizes 2048x2048 --scales 8 --methods tiled --passes forward
 
 - direct: softmax(q k^T) v with the whole matrix in memory;
 - map_fn: queries in chunks of 1024 with `tf.map_fn`, each chunk against all keys (the
   common memory fix; its gradient keeps every chunk's probabilities);
 - tiled: `pnen_tf.layers.nonlocal_attention` (query chunks x key blocks, online softmax,
-  recomputing custom gradient); tiled_bf16: the same with bfloat16 matrix products.
+  recomputing custom gradient); tiled_bf16: the same with bfloat16 products after the logits.
+
+`--scales` restricts the block to some of its scales: a single scale-8 branch measures the
+attention's working set at a size whose scale-2 branch would take hours.
 
 The checksum (sum of |output|, or of |gradient| for the training pass) shows that the exact
 methods agree and what bfloat16 costs.
@@ -54,7 +58,7 @@ def child(payload):
         nonlocal_base.nonlocal_attention = _map_fn_attention
     height, width = payload["size"]
     keras.utils.set_random_seed(0)  # the same weights in every process: equal checksums
-    layer = PyramidNonLocalBlock(**options)
+    layer = PyramidNonLocalBlock(scales=payload["scales"], **options)
     x = tf.constant(np.random.default_rng(0).random((payload["batch"], height, width, 64)).astype("float32"))
     layer(x[:, :8, :8])
     if payload["train"]:
@@ -82,25 +86,32 @@ def main(argv=None):
     parser.add_argument("--train-size", default="96x96", help="HxW of the training-step comparison")
     parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--direct-limit-gb", type=float, default=12.0,
-                        help="skip the direct method when its scale-2 matrix alone is larger")
+                        help="skip the direct method when its finest scale's matrix alone is larger")
+    parser.add_argument("--scales", nargs="+", type=int, default=[2, 4, 8], help="the PNB's scales")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--passes", nargs="+", default=["forward", "train"], choices=["forward", "train"])
     from benchmarks.measure import parse_or_run_child
 
     args = parse_or_run_child(parser, child, argv)
     from benchmarks.measure import machine, run_child
 
     print(f"# {machine()}")
+    print(f"# one PNB, scales {tuple(args.scales)}")
     print("| pass | input | method | seconds | GB | checksum |")
     print("|---|---|---|---|---|---|")
-    runs = [("forward", size, 1) for size in args.sizes] + [("train", args.train_size, args.train_batch)]
+    runs = [("forward", size, 1) for size in args.sizes] * ("forward" in args.passes)
+    runs += [("train", args.train_size, args.train_batch)] * ("train" in args.passes)
+    finest = min(args.scales)
     for kind, size, batch in runs:
         height, width = (int(v) for v in size.lower().split("x"))
-        for method in METHODS:
-            matrix_gb = batch * height * width * (height // 2) * (width // 2) * 4 / 2**30
+        for method in args.methods:
+            matrix_gb = batch * height * width * -(-height // finest) * -(-width // finest) * 4 / 2**30
             if method == "direct" and matrix_gb > args.direct_limit_gb:
-                print(f"| {kind} | {batch}x{size} | {method} | — | does not fit: the scale-2 matrix "
-                      f"alone is {matrix_gb:.0f} GB | |")
+                print(f"| {kind} | {batch}x{size} | {method} | — | does not fit: the scale-{finest} "
+                      f"matrix alone is {matrix_gb:.0f} GiB | |")
                 continue
-            payload = {"method": method, "size": [height, width], "batch": batch, "train": kind == "train"}
+            payload = {"method": method, "size": [height, width], "batch": batch, "train": kind == "train",
+                       "scales": args.scales}
             r = run_child("benchmarks.attention_baselines", payload)
             if "error" in r:
                 print(f"| {kind} | {batch}x{size} | {method} | error: {r['error']} | | |", flush=True)
