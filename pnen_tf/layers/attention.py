@@ -210,7 +210,7 @@ def _forward(tiles, sequential):
         q = tiles.rows(tiles.query, c)
 
         def step(j, carry):
-            running_lse, acc = carry
+            running_lse, acc, pseudo_share = carry
             j = wait_for(j, carry)  # the block's gathers too, not only its logits
             # The carry key's logit is the running log-sum-exp of the blocks so far, so one
             # softmax over the tile weighs this block's keys against everything before it: its
@@ -224,18 +224,20 @@ def _forward(tiles, sequential):
                 lambda: running_lse - ops.log(carry_weight),
                 lambda: _log_sum_exp(logits, p),
             )
-            return new_lse, acc
+            return new_lse, acc, pseudo_share * carry_weight
 
         # The carry starts as the mass of one pseudo-key whose logit z is a real logit of this
-        # query (the largest over a few keys), and whose value is zero: then z <= the final
-        # log-sum-exp, so removing the pseudo-key's share e^z below is well-conditioned (it is
-        # at most 1/2), and the first block's carry weight is rarely too small for its log.
+        # query (the largest over a few keys), and whose value is zero: then its share of the
+        # final mass is at most 1/2, so removing it below is well-conditioned, and the first
+        # block's carry weight is rarely too small for its log. The share is carried as the
+        # product of the carry weights: exp(z - lse) would put lse's rounding, ulp(|lse|) / 2,
+        # into every output of a row with a dominant key (and make 1 - share 0 at |z| >= 2^24).
         sample = ops.take(tiles.keys_t, 0, axis=0)[..., : min(tiles.key_block, _CARRY_SAMPLE)]
         z = ops.max(tiles.matmul(tiles.query_rows(q, ops.zeros_like(q[..., :1])), sample, "float32"),
                     axis=-1, keepdims=True)
-        init = (z, ops.zeros((batch, chunk, width), "float32"))
-        running_lse, acc = ops.fori_loop(0, tiles.num_blocks, step, init)
-        rest = 1.0 - ops.exp(z - running_lse)
+        init = (z, ops.zeros((batch, chunk, width), "float32"), ops.ones_like(z))
+        running_lse, acc, pseudo_share = ops.fori_loop(0, tiles.num_blocks, step, init)
+        rest = 1.0 - pseudo_share
         return acc / rest, running_lse + ops.log(rest)
 
     chunks = ops.arange(tiles.num_chunks)

@@ -121,3 +121,20 @@ def test_peaked_rows_equal_the_direct_formula(sequential):
     scale = np.abs(want[2]).max()
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("squared_norm", [3e2, 1e5, 2e7])
+def test_self_attention_with_dominant_keys_is_exact_at_any_logit_size(squared_norm):
+    # q = k without 1/sqrt(d) scaling: each query's own key dominates with a logit of
+    # |q|^2. The result must not carry the rounding of a log-sum-exp of that size
+    # (ulp(|lse|) / 2, 1e-5 already at 300), nor break where lse + log 2 rounds to lse (2^24).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 40, 4))
+    x = (x * np.sqrt(squared_norm) / np.linalg.norm(x, axis=-1, keepdims=True)).astype("float32")
+    v = rng.normal(size=(1, 40, 3)).astype("float32")
+    expected = reference.softmax_attention(x.astype(np.float64), x.astype(np.float64), v)
+    out = np.asarray(tiled_attention(x, x, v, 8, 16))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    upstream = rng.normal(size=(1, 40, 3)).astype("float32")
+    gradients = _gradients(lambda a, b, c: tiled_attention(a, b, c, 8, 16), x, x, v, upstream)
+    assert all(np.isfinite(g.numpy()).all() for g in gradients)
