@@ -36,7 +36,10 @@ _NEG_LARGE = -1e30
 _SMALLEST_CARRY_WEIGHT = 1e-30
 # Keys whose largest logit starts a chunk's carry (`_forward`).
 _CARRY_SAMPLE = 64
-_MAX_KEY_BLOCK = 2048
+# Keys per block: with its carry key a tile has a multiple of 16 columns, at most 2,048 (a
+# logits product with 2,001 columns ran 11% slower than with 2,000 or 2,016 here).
+_MAX_KEY_BLOCK = 2047
+_COLUMN_ALIGNMENT = 16
 _MIN_QUERY_CHUNK = 16
 
 
@@ -55,6 +58,7 @@ def plan_tiles(batch, num_queries, num_keys, memory_budget_mb, query_chunk=None,
         return True, None, None
     if key_block is None:
         key_block = _MAX_KEY_BLOCK if num_keys is None else _balanced(num_keys, _MAX_KEY_BLOCK)
+        key_block = -(-(key_block + 1) // _COLUMN_ALIGNMENT) * _COLUMN_ALIGNMENT - 1
     if query_chunk is None:
         query_chunk = max(_MIN_QUERY_CHUNK, int(budget // (batch * key_block)))
         if num_queries is not None:
