@@ -117,18 +117,18 @@ class _Tiles:
         self.key_block = key_block
         self.matmul_dtype = matmul_dtype
         self.num_chunks = (self.num_queries + query_chunk - 1) // query_chunk
-        keys = _split(_pad_to_multiple(key, key_block), key_block)
-        num_blocks, batch, depth = ops.shape(keys)[0], ops.shape(keys)[1], ops.shape(keys)[3]
-        position = ops.reshape(ops.arange(num_blocks * key_block), (-1, 1, key_block, 1))
-        bias = ops.where(position < self.num_keys, 0.0, _NEG_LARGE)
-        column = (num_blocks, batch, key_block, 1)
-        carry_key = ops.concatenate([ops.zeros((num_blocks, batch, 1, depth + 1)),
-                                     ops.ones((num_blocks, batch, 1, 1))], axis=3)
-        extended = ops.concatenate([keys, ops.broadcast_to(bias, column), ops.zeros(column)], axis=3)
-        # Transposed once here (keys are the small, strided side) rather than per tile.
-        self.keys_t = ops.transpose(ops.concatenate([extended, carry_key], axis=2), (0, 1, 3, 2))
-        self.keys = _with_zero_row(keys)
+        self.keys = _with_zero_row(_split(_pad_to_multiple(key, key_block), key_block))
         self.values = _with_zero_row(_split(_pad_to_multiple(value, key_block), key_block))
+        # Per key of a block (the carry key last): its bias and its carry-logit coefficient.
+        num_blocks, batch = ops.shape(self.keys)[0], ops.shape(self.keys)[1]
+        index = ops.reshape(ops.arange(key_block + 1), (1, 1, -1, 1))
+        block_start = ops.reshape(ops.arange(num_blocks) * key_block, (-1, 1, 1, 1))
+        padded = (index < key_block) & (block_start + index >= self.num_keys)
+        column = (num_blocks, batch, key_block + 1, 1)
+        bias = ops.broadcast_to(ops.where(padded, _NEG_LARGE, 0.0), column)
+        is_carry = ops.broadcast_to(ops.cast(index == key_block, "float32"), column)
+        # Transposed once here (keys are the small, strided side) rather than per tile.
+        self.keys_t = ops.transpose(ops.concatenate([self.keys, bias, is_carry], axis=3), (0, 1, 3, 2))
 
     @property
     def num_blocks(self):
