@@ -1,7 +1,7 @@
 """PNEN forward on whole images: seconds, peak memory, achieved GFLOP/s vs the matmul peak.
 
     python -m benchmarks.inference [--sizes 500x400 2048x2048] [--precisions float32 bf16-attention bfloat16]
-    KERAS_BACKEND=jax python -m benchmarks.inference --repeat     # e.g. on a GPU, no TensorFlow
+    KERAS_BACKEND=jax python -m benchmarks.inference --repeat --flash-attention   # a GPU, no TensorFlow
     python -m benchmarks.inference --sizes 2048x2048 --precisions float32 --dry-attention
 
 Every image runs in a fresh process (clean peak RSS). The fp32 and bf16 matmul peaks of this
@@ -33,7 +33,7 @@ def child(payload):
     import keras
     import numpy as np
 
-    from benchmarks.measure import compiled_forward, count_macs, peak_rss_gb
+    from benchmarks.measure import compiled_forward, count_macs, peak_device_gb, peak_rss_gb
     from pnen_tf import models
 
     height, width = payload["size"]
@@ -41,7 +41,9 @@ def child(payload):
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
     attention_dtype = "bfloat16" if payload["precision"] == "bf16-attention" else None
-    model = models.build("pnen", nonlocal_options={"attention_dtype": attention_dtype})
+    model = models.build("pnen", nonlocal_options={
+        "attention_dtype": attention_dtype, "flash_attention": payload["flash_attention"],
+        "memory_budget_mb": payload["memory_budget_mb"]})
     image = np.random.default_rng(0).random((1, height, width, 3)).astype("float32")
     with count_macs(dry_attention=True) as macs:
         model(image[:, : min(height, 64), : min(width, 64)])  # builds; counts are redone below
@@ -58,7 +60,8 @@ def child(payload):
         forward(image)
         seconds = time.perf_counter() - start
     np.save(payload["output"], out)
-    return {"seconds": seconds, "peak_gb": peak_rss_gb(), "gmacs": (macs["conv"] + macs["attention"]) / 1e9}
+    return {"seconds": seconds, "peak_gb": peak_rss_gb(), "device_gb": peak_device_gb(),
+            "gmacs": (macs["conv"] + macs["attention"]) / 1e9}
 
 
 def main(argv=None):
@@ -69,6 +72,11 @@ def main(argv=None):
                         help="time a second call (excludes compilation; use on GPUs)")
     parser.add_argument("--dry-attention", action="store_true",
                         help="zeros instead of attention products: the memory of everything else")
+    parser.add_argument("--flash-attention", action="store_true",
+                        help="the backend's fused attention kernel for the 16-bit precisions "
+                             "(JAX on a GPU: cuDNN); fp32 keeps the tiled attention")
+    parser.add_argument("--memory-budget-mb", type=int, default=64,
+                        help="attention tile budget (the layers' default: sized for a CPU)")
     from benchmarks.measure import parse_or_run_child
 
     args = parse_or_run_child(parser, child, argv)
@@ -79,7 +87,7 @@ def main(argv=None):
     peaks = {p: matmul_peak_gflops(p) for p in ("float32", "bfloat16")}
     print(f"# {machine()}")
     print(f"# 4096^2 matmul peak: fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s")
-    print("| image | precision | seconds | peak RSS GB | GMACs | GFLOP/s | of matmul peak | max error vs fp32 (relative) |")
+    print("| image | precision | seconds | peak RSS GB (GPU: device peak) | GMACs | GFLOP/s | of matmul peak | max error vs fp32 (relative) |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
@@ -88,7 +96,9 @@ def main(argv=None):
             for precision in args.precisions:
                 path = os.path.join(tmp, f"{size}-{precision}.npy")
                 payload = {"size": [height, width], "precision": precision, "output": path,
-                           "repeat": args.repeat, "dry_attention": args.dry_attention}
+                           "repeat": args.repeat, "dry_attention": args.dry_attention,
+                           "flash_attention": args.flash_attention and precision != "float32",
+                           "memory_budget_mb": args.memory_budget_mb}
                 r = run_child("benchmarks.inference", payload, timeout=6 * 3600)
                 if "error" in r:
                     print(f"| {size} | {precision} | error: {r['error']} |", flush=True)
@@ -99,7 +109,10 @@ def main(argv=None):
                     reference = outputs["float32"]
                     diff = f"{np.abs(outputs[precision] - reference).max() / np.abs(reference).max():.1e}"
                 gflops = 2 * r["gmacs"] / r["seconds"]
-                print(f"| {size} | {precision} | {r['seconds']:.1f} | {r['peak_gb']:.2f} | {r['gmacs']:.0f} "
+                memory = f"{r['peak_gb']:.2f}"
+                if r["device_gb"] is not None:
+                    memory += f" (device {r['device_gb']:.2f})"
+                print(f"| {size} | {precision} | {r['seconds']:.3g} | {memory} | {r['gmacs']:.0f} "
                       f"| {gflops:.0f} | {gflops / peaks[_PEAK_DTYPE[precision]]:.0%} | {diff} |", flush=True)
 
 

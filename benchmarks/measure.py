@@ -87,6 +87,20 @@ def peak_rss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def peak_device_gb():
+    """Peak memory in use on the accelerator under JAX (`memory_stats`), or None (a CPU, whose
+    tensors `peak_rss_gb` counts, or a device that keeps no statistics)."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    return stats["peak_bytes_in_use"] / 2**30 if stats and "peak_bytes_in_use" in stats else None
+
+
 def run_child(module, payload, timeout=3600):
     """Run `python -m module --child JSON` in a fresh process (clean peak RSS); its JSON reply."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")

@@ -3,7 +3,7 @@
 Importing this module registers every layer for `.keras` (de)serialisation under `pnen_tf>`.
 """
 
-from pnen_tf.layers.attention import nonlocal_attention, plan_tiles, tiled_attention
+from pnen_tf.layers.attention import fused_attention, nonlocal_attention, plan_tiles, tiled_attention
 from pnen_tf.layers.dilated_residual import DilatedResidualBlock
 from pnen_tf.layers.fusion import PixelShuffle, WeightedSum
 from pnen_tf.layers.memory_block import MemoryBlock
@@ -19,6 +19,7 @@ __all__ = [
     "PyramidNonLocalBlock",
     "ResidualDenseBlock",
     "WeightedSum",
+    "fused_attention",
     "nonlocal_attention",
     "plan_tiles",
     "tiled_attention",

@@ -23,6 +23,7 @@ XLA, SavedModel and tf2onnx) and JAX.
 """
 
 import math
+import warnings
 
 import keras
 from keras import ops
@@ -41,6 +42,8 @@ _CARRY_SAMPLE = 64
 _MAX_KEY_BLOCK = 2047
 _COLUMN_ALIGNMENT = 16
 _MIN_QUERY_CHUNK = 16
+# The dtypes fused attention kernels take.
+_FLASH_DTYPES = ("bfloat16", "float16")
 
 
 def plan_tiles(batch, num_queries, num_keys, memory_budget_mb, query_chunk=None, key_block=None):
@@ -338,9 +341,57 @@ def tiled_attention(query, key, value, query_chunk, key_block, matmul_dtype="flo
     return attend(ops.cast(query, "float32"), ops.cast(key, "float32"), ops.cast(value, "float32"))
 
 
+def fused_attention(query, key, value, flash_attention=True):
+    """softmax(q k^T) v by `keras.ops.dot_product_attention`, as one attention head with scale 1
+    (no 1/sqrt(d), as in `tiled_attention`).
+
+    With `flash_attention=True` this is the backend's fused kernel, which holds no query x key
+    matrix (under JAX: cuDNN's flash attention on NVIDIA GPUs from Ampere on, bf16/fp16 inputs;
+    Splash attention on TPUs); where there is none Keras raises at trace time, before anything
+    runs. Queries, keys and values are zero-padded to one width, a multiple of 8: the kernel
+    wants a single head width (the official PNB has 32-wide keys and 64-wide values), and zero
+    columns change no logit and add only output columns, dropped here.
+
+    Args:
+        query: `[batch, num_queries, d]`; key: `[batch, num_keys, d]`;
+            value: `[batch, num_keys, n]` (static d and n).
+        flash_attention: passed to `keras.ops.dot_product_attention`; False is the plain
+            formula, which does hold the whole matrix.
+
+    Returns:
+        `[batch, num_queries, n]` in the inputs' dtype.
+    """
+    width = value.shape[-1]
+    common = -(-max(query.shape[-1], width) // 8) * 8
+
+    def one_head(x):
+        return ops.pad(x, [[0, 0], [0, 0], [0, common - x.shape[-1]]])[:, :, None, :]
+
+    out = ops.dot_product_attention(one_head(query), one_head(key), one_head(value), scale=1.0,
+                                    flash_attention=flash_attention)
+    return out[:, :, 0, :width]
+
+
+def _flash_or_none(query, key, value, matmul_dtype):
+    """`fused_attention` with the fused kernel, or None (with a warning) where it cannot run."""
+    if matmul_dtype not in _FLASH_DTYPES:
+        warnings.warn(f"flash_attention needs 16-bit products (attention_dtype='bfloat16' or a "
+                      f"mixed precision policy), not {matmul_dtype}: using the exact attention",
+                      stacklevel=3)
+        return None
+    cast = lambda x: ops.cast(x, matmul_dtype)  # noqa: E731
+    try:
+        return fused_attention(cast(query), cast(key), cast(value))
+    except (ImportError, NotImplementedError, RuntimeError, ValueError) as error:
+        # Keras' own availability check: no cuDNN, an older GPU, TensorFlow, too wide a head.
+        warnings.warn(f"flash_attention is not available here ({error}): using the exact "
+                      f"attention", stacklevel=3)
+        return None
+
+
 def nonlocal_attention(
     query_map, key_map, value_map, memory_budget_mb=64, query_chunk=None, key_block=None,
-    attention_dtype=None, sequential=False,
+    attention_dtype=None, sequential=False, flash_attention=False,
 ):
     """Eq. (11) on NHWC feature maps: every query pixel attends to every key pixel.
 
@@ -353,6 +404,10 @@ def nonlocal_attention(
         attention_dtype: None (products in the input's dtype) or "bfloat16" for the products
             with probabilities and gradients; logits are float32 either way.
         sequential: see `tiled_attention`.
+        flash_attention: use the backend's fused attention kernel where there is one and the
+            products are 16-bit (`fused_attention`; a GPU under JAX), else the paths above
+            with a warning. Its logits come from 16-bit queries and keys, unlike the tiled
+            path's float32 logits.
 
     Returns:
         `[B, H, W, n]` in the dtype of `query_map`.
@@ -367,9 +422,10 @@ def nonlocal_attention(
         memory_budget_mb, query_chunk, key_block,
     )
     matmul_dtype = attention_dtype or (dtype if "float" in dtype else "float32")
-    if direct:
+    out = _flash_or_none(query, key, value, matmul_dtype) if flash_attention else None
+    if out is None and direct:
         out = _direct_in_dtype(query, key, value, matmul_dtype)
-    else:
+    elif out is None:
         out = tiled_attention(query, key, value, chunk, block, matmul_dtype, sequential)
     out = ops.cast(out, dtype)
     return ops.reshape(out, (q_shape[0], q_shape[1], q_shape[2], ops.shape(value)[2]))

@@ -26,7 +26,7 @@ class NonLocalBase(layers.Layer):
     """
 
     def __init__(self, memory_budget_mb=64, query_chunk=None, key_block=None,
-                 attention_dtype=None, rematerialize=True, **kwargs):
+                 attention_dtype=None, rematerialize=True, flash_attention=False, **kwargs):
         super().__init__(**kwargs)
         if attention_dtype not in (None, "bfloat16", "float32"):
             raise ValueError(f"{type(self).__name__}: attention_dtype must be None, 'float32' or "
@@ -36,6 +36,7 @@ class NonLocalBase(layers.Layer):
         self.key_block = key_block
         self.attention_dtype = attention_dtype
         self.rematerialize = bool(rematerialize)
+        self.flash_attention = bool(flash_attention)
 
     def branch_specs(self, channels):
         raise NotImplementedError
@@ -105,6 +106,7 @@ class NonLocalBase(layers.Layer):
             query, self.key_convs[index](inputs), self.value_convs[index](inputs),
             memory_budget_mb=self.memory_budget_mb, query_chunk=self.query_chunk,
             key_block=self.key_block, attention_dtype=self.attention_dtype, sequential=sequential,
+            flash_attention=self.flash_attention,
         )
         return self._project(enhanced, index)
 
@@ -122,6 +124,6 @@ class NonLocalBase(layers.Layer):
         config.update(
             memory_budget_mb=self.memory_budget_mb, query_chunk=self.query_chunk,
             key_block=self.key_block, attention_dtype=self.attention_dtype,
-            rematerialize=self.rematerialize,
+            rematerialize=self.rematerialize, flash_attention=self.flash_attention,
         )
         return config

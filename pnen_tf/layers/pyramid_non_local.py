@@ -31,7 +31,8 @@ class PyramidNonLocalBlock(NonLocalBase):
         query_channels, key_channels, value_channels: embedding widths; None picks the
             variant's default from the input channels C.
         kernel_sizes: key/value kernel per scale; None gives 3 ("official") or s ("paper").
-        memory_budget_mb, query_chunk, key_block, attention_dtype: see `nonlocal_attention`.
+        memory_budget_mb, query_chunk, key_block, attention_dtype, flash_attention: see
+            `nonlocal_attention`.
         rematerialize: in training, recompute each branch in the backward pass instead of
             storing its maps (default True; False is faster and needs more memory).
 

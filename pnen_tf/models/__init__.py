@@ -34,7 +34,7 @@ def build(name, *, scale=1, in_channels=None, channels=64, nonlocal_block=_DEFAU
             RDN carry two, as the paper's parameter counts show; PNEN one per group.
         nonlocal_variant: "official" (default) / "paper" for PNB, "official" / "classic" for NLB.
         nonlocal_options: extra keyword arguments for the non-local layers (e.g. `scales`,
-            `memory_budget_mb`, `attention_dtype`).
+            `memory_budget_mb`, `attention_dtype`, `flash_attention`).
         deeper: the paper's "deeper" baseline (MemNet, RDN).
         multi_output: PNEN and MemNet return [Y, Y_1, ..., Y_M] for multi-supervision (eq. 5).
         synchronized_bn: synchronised batch norm, for multi-worker training (PNEN, MemNet).

@@ -40,6 +40,17 @@ JAX_SCRIPT = textwrap.dedent("""
     direct = jax.grad(lambda a, b, c: jnp.sum((jax.nn.softmax(a @ b.transpose(0, 2, 1)) @ c) ** 2),
                       (0, 1, 2))(q, k, v)
     print("max_grad_error", max(float(jnp.abs(t - d).max() / jnp.abs(d).max()) for t, d in zip(tiled, direct)))
+
+    # Flash attention asked for on a CPU (no cuDNN): a warning, and the tiled result.
+    import warnings
+    from pnen_tf.layers import nonlocal_attention
+    maps = [a[:, None] for a in (q, k, v)]
+    tiles = {"query_chunk": 4, "key_block": 3, "attention_dtype": "bfloat16"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        flash = nonlocal_attention(*maps, flash_attention=True, **tiles)
+    assert any("cuDNN" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    assert (np.asarray(flash) == np.asarray(nonlocal_attention(*maps, **tiles))).all()
 """)
 
 

@@ -6,7 +6,7 @@ import pytest
 import reference
 import tensorflow as tf
 
-from pnen_tf.layers.attention import nonlocal_attention, plan_tiles, tiled_attention
+from pnen_tf.layers.attention import fused_attention, nonlocal_attention, plan_tiles, tiled_attention
 
 RNG = np.random.default_rng(3)
 
@@ -139,3 +139,27 @@ def test_self_attention_with_dominant_keys_is_exact_at_any_logit_size(squared_no
     upstream = rng.normal(size=(1, 40, 3)).astype("float32")
     gradients = _gradients(lambda a, b, c: tiled_attention(a, b, c, 8, 16), x, x, v, upstream)
     assert all(np.isfinite(g.numpy()).all() for g in gradients)
+
+
+@pytest.mark.parametrize("depth,width", [(5, 12), (16, 8)])
+def test_fused_attention_is_the_formula_whatever_the_head_widths(depth, width):
+    # The plain formula of `ops.dot_product_attention` (flash_attention=False): checks the
+    # single-head layout, the zero padding to one width (keys narrower or wider than values)
+    # and the scale of 1 that the GPU's fused kernel is given.
+    q, k, v = _problem(depth=depth, width=width)
+    out = np.asarray(fused_attention(q, k, v, flash_attention=False))
+    expected = reference.softmax_attention(*(a.astype(np.float64) for a in (q, k, v)))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_flash_attention_where_there_is_none_warns_and_stays_exact():
+    q, k, v = (x[:, None] for x in _problem())  # [B, 1, N, C] maps
+    exact = np.asarray(nonlocal_attention(q, k, v, query_chunk=8, key_block=5))
+    with pytest.warns(UserWarning, match="needs 16-bit products"):
+        out = nonlocal_attention(q, k, v, query_chunk=8, key_block=5, flash_attention=True)
+    np.testing.assert_array_equal(np.asarray(out), exact)
+    tiles = {"query_chunk": 8, "key_block": 5, "attention_dtype": "bfloat16"}
+    bf16 = np.asarray(nonlocal_attention(q, k, v, **tiles))
+    with pytest.warns(UserWarning, match="not available here"):  # TensorFlow has no fused kernel
+        out = nonlocal_attention(q, k, v, flash_attention=True, **tiles)
+    np.testing.assert_array_equal(np.asarray(out), bf16)
