@@ -68,7 +68,10 @@ class NonLocalBase(layers.Layer):
         check_feature_map(self, inputs.shape, self.channels)
         training = bool(training)
         remat = training and self.rematerialize
-        total, done = None, None
+        # The residual sum of eq. (6)/(12), input and bias first.
+        total, done = inputs, None
+        if self.output_conv.use_bias:
+            total = total + ops.cast(self.output_conv.bias, total.dtype)
         last = len(self.key_convs) - 1
         # The "paper" PNB shares one query embedding among its branches: computed once.
         shared = last > 0 and len(self.query_convs) == 1
@@ -93,10 +96,15 @@ class NonLocalBase(layers.Layer):
             # its first output): TensorFlow would otherwise run the branches side by side.
             result = branch(inputs, *extra) if done is None else branch(inputs, *extra, done)
             done, contribution = (None, result) if index == last else result
-            total = contribution if total is None else total + contribution
-        if self.output_conv.use_bias:
-            total = total + ops.cast(self.output_conv.bias, total.dtype)
-        return inputs + total
+            total = total + contribution
+            if not remat and index < last:
+                # Outside training the next branch waits for the running sum instead: each
+                # partial sum then has two readers, and Grappler does not merge the sum into one
+                # AddN, which it evaluates into a temporary initialised from a zeros map made
+                # at the start of the graph and held throughout (a feature map per block:
+                # 3 GB for PNEN at 2048x2048).
+                done = ops.stop_gradient(ops.cast(ops.min(total), "float32"))
+        return total
 
     def _branch(self, index, inputs, query, sequential):
         """Branch `index`'s enhanced map (eq. 11), projected by its slice of T / psi; `query`:
