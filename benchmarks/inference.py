@@ -62,6 +62,10 @@ def child(payload):
             "gmacs": (macs["conv"] + macs["attention"]) / 1e9}
 
 
+def _seconds(value):
+    return f"{value:.3f}" if value < 1 else f"{value:.1f}"  # GPU times in ms matter
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["500x400"], help="HxW, e.g. 500x400 2048x2048")
@@ -110,7 +114,7 @@ def main(argv=None):
                 memory = f"{r['peak_gb']:.2f}"
                 if r["device_gb"] is not None:
                     memory += f" (device {r['device_gb']:.2f})"
-                print(f"| {size} | {precision} | {r['seconds']:.3g} | {memory} | {r['gmacs']:.0f} "
+                print(f"| {size} | {precision} | {_seconds(r['seconds'])} | {memory} | {r['gmacs']:.0f} "
                       f"| {gflops:.0f} | {gflops / peaks[_PEAK_DTYPE[precision]]:.0%} | {diff} |", flush=True)
 
 

@@ -347,8 +347,10 @@ def fused_attention(query, key, value, flash_attention=True):
 
     With `flash_attention=True` this is the backend's fused kernel, which holds no query x key
     matrix (under JAX: cuDNN's flash attention on NVIDIA GPUs from Ampere on, bf16/fp16 inputs;
-    Splash attention on TPUs); where there is none Keras raises at trace time, before anything
-    runs. Queries, keys and values are zero-padded to one width, a multiple of 8: the kernel
+    Splash attention on TPUs); where Keras' check finds none it raises while tracing. Caveat:
+    if the check passes and the cuDNN call itself then fails, Keras only logs it and runs the
+    plain formula, whole matrix included; a failure while XLA compiles comes after tracing.
+    Queries, keys and values are zero-padded to one width, a multiple of 8: the kernel
     wants a single head width (the official PNB has 32-wide keys and 64-wide values), and zero
     columns change no logit and add only output columns, dropped here.
 
@@ -376,15 +378,15 @@ def _flash_or_none(query, key, value, matmul_dtype):
     """`fused_attention` with the fused kernel, or None (with a warning) where it cannot run."""
     if matmul_dtype not in _FLASH_DTYPES:
         warnings.warn(f"flash_attention needs 16-bit products (attention_dtype='bfloat16' or a "
-                      f"mixed precision policy), not {matmul_dtype}: using the exact attention",
-                      stacklevel=3)
+                      f"mixed precision policy), not {matmul_dtype}: using the tiled/direct "
+                      f"attention", stacklevel=3)
         return None
     cast = lambda x: ops.cast(x, matmul_dtype)  # noqa: E731
     try:
         return fused_attention(cast(query), cast(key), cast(value))
     except (ImportError, NotImplementedError, RuntimeError, ValueError) as error:
         # Keras' own availability check: no cuDNN, an older GPU, TensorFlow, too wide a head.
-        warnings.warn(f"flash_attention is not available here ({error}): using the exact "
+        warnings.warn(f"flash_attention is not available here ({error}): using the tiled/direct "
                       f"attention", stacklevel=3)
         return None
 

@@ -98,7 +98,7 @@ class NonLocalBase(layers.Layer):
             done, contribution = (None, result) if index == last else result
             total = total + contribution
             if not remat and index < last:
-                # Outside training the next branch waits for the running sum instead: each
+                # Without rematerialisation the next branch waits for the running sum: each
                 # partial sum then has two readers, and Grappler does not merge the sum into one
                 # AddN, which it evaluates into a temporary initialised from a zeros map made
                 # at the start of the graph and held throughout (a feature map per block:
