@@ -13,7 +13,8 @@ image's work is. Their accuracy cost is the max abs difference to the fp32 outpu
 weights; their fraction of peak is against the bf16 matmul peak.
 
 `--dry-attention` replaces each attention product by zeros of its shape (`count_macs`' dry
-mode): every other tensor of the forward pass is really computed and allocated, so the peak
+mode; computed from the embeddings, so they are made where the attention's output would be):
+every other tensor of the forward pass is really computed and allocated, so the peak
 memory of an image whose attention would take hours (2048x2048: ~1.7 PMAC, about 4.6 h at the
 200 GFLOP/s of the 2-core development machine) is measured in minutes; the attention's own
 working set (one tile of `memory_budget_mb` and a few chunk-sized buffers) comes on top. Its
