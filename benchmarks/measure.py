@@ -51,7 +51,7 @@ def count_macs(dry_attention=False):
         if dry_attention:
             # Zeros computed from the embeddings, not a constant: from a constant, TensorFlow
             # computes whatever follows it and not the image (each branch's output projection)
-            # at the start of the graph and holds it: 12 feature maps more at the peak, a
+            # at the start of the graph and holds it: 9 feature maps more at 512x512, a
             # memory the real model never needs.
             ops = keras.ops
             touch = ops.sum(key_map[:, :1, :1]) + ops.sum(value_map[:, :1, :1])

@@ -425,10 +425,9 @@ def nonlocal_attention(
     )
     matmul_dtype = attention_dtype or (dtype if "float" in dtype else "float32")
     out = _flash_or_none(query, key, value, matmul_dtype) if flash_attention else None
-    if out is None and direct:
-        out = _direct_in_dtype(query, key, value, matmul_dtype)
-    elif out is None:
-        out = tiled_attention(query, key, value, chunk, block, matmul_dtype, sequential)
+    if out is None:
+        out = (_direct_in_dtype(query, key, value, matmul_dtype) if direct
+               else tiled_attention(query, key, value, chunk, block, matmul_dtype, sequential))
     out = ops.cast(out, dtype)
     return ops.reshape(out, (q_shape[0], q_shape[1], q_shape[2], ops.shape(value)[2]))
 

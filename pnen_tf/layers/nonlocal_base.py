@@ -81,21 +81,21 @@ class NonLocalBase(layers.Layer):
                 query, previous = (args[0], args[1:]) if shared else (None, args)
                 x = wait_for(x, previous) if previous else x
                 contribution = self._branch(index, x, query, sequential=training)
-                if index == last:
+                if not remat or index == last:
                     return contribution
-                done = ops.cast(ops.min(contribution), "float32")
-                return (done if remat else ops.stop_gradient(done)), contribution
+                return ops.cast(ops.min(contribution), "float32"), contribution
 
             if remat:
                 # Keep only the block's input for the backward pass and recompute the branch's
                 # embeddings and attention output there: stored, they would be several feature
                 # maps per branch; recomputed, they cost one more forward pass of the block.
+                # Each branch waits for the previous one's `done` scalar and, in the backward
+                # pass, for the next one's gradient of it (the recomputation waits for the
+                # gradient of its first output): TensorFlow would otherwise run the branches
+                # side by side.
                 branch = keras.remat(branch)
-            # Each branch waits for the previous one's `done` scalar and, in the backward pass,
-            # for the next one's gradient of it (the recomputation waits for the gradient of
-            # its first output): TensorFlow would otherwise run the branches side by side.
             result = branch(inputs, *extra) if done is None else branch(inputs, *extra, done)
-            done, contribution = (None, result) if index == last else result
+            done, contribution = result if remat and index < last else (None, result)
             total = total + contribution
             if not remat and index < last:
                 # Without rematerialisation the next branch waits for the running sum: each
