@@ -3,6 +3,7 @@
     python -m benchmarks.inference [--sizes 500x400 2048x2048] [--precisions float32 bf16-attention bfloat16]
     KERAS_BACKEND=jax python -m benchmarks.inference --repeat --flash-attention   # a GPU, no TensorFlow
     python -m benchmarks.inference --sizes 2048x2048 --precisions float32 --dry-attention
+    python -m benchmarks.inference --sizes 2048x2048 --precisions float32 --staged-dir runs/
 
 Every image runs in a fresh process (clean peak RSS). The fp32 and bf16 matmul peaks of this
 machine are measured in the same run, so the fractions compare like with like. "bfloat16" runs the
@@ -19,9 +20,15 @@ memory of an image whose attention would take hours (2048x2048: ~1.7 PMAC, about
 200 GFLOP/s of the 2-core development machine) is measured in minutes; the attention's own
 working set (one tile of `memory_budget_mb` and a few chunk-sized buffers) comes on top. Its
 time and error columns mean nothing.
+
+`--staged-dir` runs the forward stage by stage (`pnen_tf.staged.StagedForward`: layer by layer,
+a non-local block branch by branch), every result on disk: the same command resumes an
+interrupted run, so the 2048x2048 forward can span working sessions. Seconds are the stages'
+sum over all runs, memory the largest peak RSS of its processes; the MACs are counted by tracing.
 """
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -47,6 +54,8 @@ def child(payload):
         "memory_budget_mb": payload["memory_budget_mb"]})
     image = np.random.default_rng(0).random((1, height, width, 3)).astype("float32")
     model(image[:, : min(height, 64), : min(width, 64)])  # builds the weights
+    if payload["staged_dir"]:
+        return _staged(model, image, payload)
     # Counted while the forward is traced (static shapes), not by an eager pass at full size,
     # whose peak memory would be the process's: the graph frees tensors sooner.
     with count_macs(dry_attention=payload["dry_attention"]) as macs:
@@ -61,6 +70,33 @@ def child(payload):
     np.save(payload["output"], out)
     return {"seconds": seconds, "peak_gb": peak_rss_gb(), "device_gb": peak_device_gb(),
             "gmacs": (macs["conv"] + macs["attention"]) / 1e9}
+
+
+def _staged(model, image, payload):
+    """The forward by `StagedForward`: resumable, so a run of hours can span several sessions.
+    Seconds: the stages' sum over all runs; memory: the largest peak RSS of any of its processes
+    (each stage records its process's peak so far in a log beside the run's directory)."""
+    import numpy as np
+
+    from benchmarks.measure import peak_rss_gb, traced_macs
+    from pnen_tf.staged import StagedForward
+
+    run = os.path.join(payload["staged_dir"], f"{payload['size'][0]}x{payload['size'][1]}-{payload['precision']}")
+    log = run + ".jsonl"
+
+    def record(key, seconds):
+        with open(log, "a") as f:
+            f.write(json.dumps({"stage": key, "seconds": seconds, "peak_rss_gb": peak_rss_gb(),
+                                "pid": os.getpid(), "time": time.strftime("%H:%M:%S")}) + "\n")
+
+    forward = StagedForward(model, run, on_stage=record)
+    np.save(payload["output"], forward(image).astype("float32"))
+    with open(os.path.join(run, "progress.json")) as f:
+        seconds = sum(stage["seconds"] for stage in json.load(f)["done"].values())
+    with open(log) as f:
+        peak = max(json.loads(line)["peak_rss_gb"] for line in f)
+    return {"seconds": seconds, "peak_gb": max(peak, peak_rss_gb()), "device_gb": None,
+            "gmacs": traced_macs(model, image.shape) / 1e9}
 
 
 def _seconds(value):
@@ -78,6 +114,9 @@ def main(argv=None):
     parser.add_argument("--flash-attention", action="store_true",
                         help="the backend's fused attention kernel for the 16-bit precisions "
                              "(JAX on a GPU: cuDNN); fp32 keeps the tiled attention")
+    parser.add_argument("--staged-dir",
+                        help="run each image stage by stage (pnen_tf.staged), results kept here: "
+                             "the same command again resumes an interrupted run")
     parser.add_argument("--memory-budget-mb", type=int, default=64,
                         help="attention tile budget (the layers' default: sized for a CPU)")
     from benchmarks.measure import parse_or_run_child
@@ -101,7 +140,8 @@ def main(argv=None):
                 payload = {"size": [height, width], "precision": precision, "output": path,
                            "repeat": args.repeat, "dry_attention": args.dry_attention,
                            "flash_attention": args.flash_attention and precision != "float32",
-                           "memory_budget_mb": args.memory_budget_mb}
+                           "memory_budget_mb": args.memory_budget_mb,
+                           "staged_dir": args.staged_dir and os.path.abspath(args.staged_dir)}
                 r = run_child("benchmarks.inference", payload, timeout=6 * 3600)
                 if "error" in r:
                     print(f"| {size} | {precision} | error: {r['error']} |", flush=True)

@@ -157,13 +157,17 @@ def write_image(path, pixels, alpha=None, bit_depth=8):
 
 
 def write_atomically(path, data):
-    """Write `data` (bytes or str) to a temporary file beside `path`, then rename it over."""
+    """Write `data` (bytes, str, or a function writing to a binary file: a large array need
+    not exist twice in memory) to a temporary file beside `path`, then rename it over."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -68,13 +68,10 @@ class NonLocalBase(layers.Layer):
         check_feature_map(self, inputs.shape, self.channels)
         training = bool(training)
         remat = training and self.rematerialize
-        # The residual sum of eq. (6)/(12), input and bias first.
-        total, done = inputs, None
-        if self.output_conv.use_bias:
-            total = total + ops.cast(self.output_conv.bias, total.dtype)
-        last = len(self.key_convs) - 1
+        total, done = self.residual_start(inputs), None
+        last = self.branch_count - 1
         # The "paper" PNB shares one query embedding among its branches: computed once.
-        shared = last > 0 and len(self.query_convs) == 1
+        shared = self._shares_query
         extra = (self.query_convs[0](inputs),) if shared else ()
         for index in range(last + 1):
             def branch(x, *args, index=index):
@@ -105,6 +102,26 @@ class NonLocalBase(layers.Layer):
                 # 3 GB for PNEN at 2048x2048).
                 done = ops.stop_gradient(ops.cast(ops.min(total), "float32"))
         return total
+
+    @property
+    def branch_count(self):
+        return len(self.key_convs)
+
+    @property
+    def _shares_query(self):
+        return self.branch_count > 1 and len(self.query_convs) == 1
+
+    def residual_start(self, inputs):
+        """The residual sum of eq. (6)/(12) before any branch: the input plus T's / psi's bias."""
+        if self.output_conv.use_bias:
+            return inputs + ops.cast(self.output_conv.bias, inputs.dtype)
+        return inputs
+
+    def branch(self, inputs, index):
+        """Branch `index`'s term of the residual sum, on its own (inference; a shared query is
+        recomputed): `call` equals `residual_start` plus every branch's term, added in order."""
+        query = self.query_convs[0](inputs) if self._shares_query else None
+        return self._branch(index, inputs, query, sequential=False)
 
     def _branch(self, index, inputs, query, sequential):
         """Branch `index`'s enhanced map (eq. 11), projected by its slice of T / psi; `query`:

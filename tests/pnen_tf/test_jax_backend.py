@@ -28,6 +28,11 @@ JAX_SCRIPT = textwrap.dedent("""
         model = load_model(f"{directory}/{name}.keras")
         np.save(f"{directory}/{name}_jax.npy", np.asarray(model.predict_on_batch(x)))
 
+    # PNEN again, stage by stage: each stage a Keras model jitted by JAX.
+    from pnen_tf.staged import StagedForward
+    staged = StagedForward(load_model(f"{directory}/pnen.keras"), f"{directory}/staged")
+    np.save(f"{directory}/pnen_staged_jax.npy", staged(x))
+
     # A PNB in training mode (rematerialised branches, chunks in turn) under jax.grad.
     block = load_model(f"{directory}/pnb.keras")
     grad = jax.grad(lambda a: jnp.sum(jnp.sin(block(a, training=True))))(jnp.asarray(x))
@@ -99,6 +104,8 @@ def test_models_give_the_same_outputs_under_jax(tmp_path):
     for name in tiny:
         got = np.load(tmp_path / f"{name}_jax.npy")
         np.testing.assert_allclose(got, expected[name], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "pnen_staged_jax.npy"), expected["pnen"],
+                               rtol=1e-4, atol=1e-5)
     got = np.load(tmp_path / "pnb_grad_jax.npy")
     np.testing.assert_allclose(got, expected["pnb_grad"], rtol=1e-4, atol=1e-4 * np.abs(got).max())
     error = float(result.stdout.split("max_grad_error")[1])

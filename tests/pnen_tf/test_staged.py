@@ -1,0 +1,128 @@
+"""`StagedForward`: the model's output stage by stage, and an interrupted run goes on."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from pnen_tf import models
+from pnen_tf.staged import StagedError, StagedForward
+
+
+def _image(channels, seed=0, size=(23, 19)):
+    return np.random.default_rng(seed).random((1, *size, channels)).astype("float32")
+
+
+def _tiny(name="pnen", **options):
+    keras.utils.set_random_seed(0)
+    if name == "rdn":
+        options.update(scale=2, num_blocks=2, num_layers=2, growth=4, nonlocal_block="pnb")
+    return models.build(name, channels=8, **options)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name, options", [
+    ("pnen", {}),
+    ("pnen", {"nonlocal_variant": "paper", "multi_output": True}),  # shared query, 4 outputs
+    ("pnen", {"nonlocal_block": "nlb", "num_groups": 2}),  # one branch: a single stage
+    ("rdn", {}),  # concatenations, a global residual, sub-pixel upsampling
+])
+def test_staged_output_equals_the_models(tmp_path, name, options):
+    model = _tiny(name, **options)
+    x = _image(model.inputs[0].shape[-1])
+    expected = model.predict_on_batch(x)
+    got = StagedForward(model, str(tmp_path / "run"))(x)
+    for g, e in zip(*(v if isinstance(v, list) else [v] for v in (got, expected))):
+        np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6)
+
+
+def test_a_pyramid_block_runs_branch_by_branch_and_an_exit_net_right_after(tmp_path):
+    model = _tiny(num_groups=1)
+    staged = StagedForward(model, str(tmp_path / "run"))
+    # Three scales: two partial sums, then the block's output.
+    assert staged.stage_keys() == [
+        "000-entry", "001-drb_1", "002-pnb_1.branch0", "002-pnb_1.branch1", "002-pnb_1",
+        "003-exit_1_a", "004-exit_1_b", "005-exit_1_c", "006-estimate_1"]
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
+    model = _tiny()
+    x = _image(3)
+    expected = model.predict_on_batch(x)
+    run = str(tmp_path / "run")
+    first = []
+
+    def stop_after_a_partial_sum(key, seconds):
+        first.append(key)
+        if key.endswith("pnb_2.branch0"):
+            raise Interrupt  # as if the process were killed while saving
+
+    with pytest.raises(Interrupt):
+        StagedForward(model, run, on_stage=stop_after_a_partial_sum)(x)
+    # Only the results still needed are on disk: the block's input and the first group's
+    # estimate (for the fusion; its exit net ran before the trunk went on). The partial sum
+    # was not saved; the image is in memory.
+    with open(os.path.join(run, "progress.json")) as f:
+        done = json.load(f)["done"]
+    assert list(done) == first[:-1]
+    assert sorted(os.listdir(run)) == ["006-estimate_1.0.npy", "007-drb_2.0.npy", "progress.json"]
+
+    second = []
+    got = StagedForward(model, run, on_stage=lambda key, seconds: second.append(key))(x)
+    staged = StagedForward(model, run)
+    assert first[:-1] + second == staged.stage_keys()  # nothing redone, nothing skipped
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert sorted(os.listdir(run)) == ["019-fusion.0.npy", "progress.json"]
+    # Done: a third call reads the output back and computes nothing.
+    third = []
+    np.testing.assert_array_equal(StagedForward(model, run, on_stage=lambda k, s: third.append(k))(x), got)
+    assert third == []
+
+
+def test_bfloat16_results_are_kept_exactly(tmp_path):
+    import ml_dtypes
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = _tiny(num_groups=1)
+        x = _image(3)
+        expected = np.asarray(model.predict_on_batch(x)).astype("float32")
+        got = StagedForward(model, str(tmp_path / "run"))(x)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # Stored as float32, every value still a bfloat16 one: nothing rounded on the way to disk.
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got.astype(ml_dtypes.bfloat16).astype(np.float32), got)
+    # The whole graph fuses a layer's last convolution with the next addition and rounds once,
+    # the stages round between layers: a bfloat16 step or two apart.
+    np.testing.assert_allclose(got, expected, rtol=2**-6, atol=2**-8)
+
+
+def test_another_input_or_a_foreign_directory_is_refused(tmp_path):
+    model = _tiny(num_groups=1)
+    run = str(tmp_path / "run")
+    StagedForward(model, run)(_image(3))
+    with pytest.raises(StagedError, match="another model or input"):
+        StagedForward(model, run)(_image(3, seed=1))
+    with pytest.raises(StagedError, match="another model or input"):
+        StagedForward(_tiny(num_groups=2), run)(_image(3))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "photo.png").write_bytes(b"")
+    with pytest.raises(StagedError, match="not empty"):
+        StagedForward(model, str(tmp_path / "other"))(_image(3))
+    with pytest.raises(StagedError, match="1 inputs, got 2"):
+        StagedForward(model, run)([_image(3), _image(3)])
+
+
+def test_a_subclassed_model_is_refused(tmp_path):
+    class Plain(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(StagedError, match="functional"):
+        StagedForward(Plain(), str(tmp_path))
