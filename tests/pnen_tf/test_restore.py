@@ -148,3 +148,35 @@ def test_cli_usage_and_bad_model(tmp_path, capsys):
                      str(tmp_path / "empty_dir")]) == 2
     err = capsys.readouterr().err
     assert "cannot load model" in err and "empty_dir" in err
+
+
+def test_a_staged_restore_resumes_after_an_interruption(tmp_path, rdn_x2, monkeypatch):
+    from pnen_tf import staged
+
+    pixels = np.random.default_rng(5).random((10, 12, 3))
+    write_image(tmp_path / "in.png", pixels)
+    args = ["restore", str(tmp_path / "in.png"), "-o", str(tmp_path / "out"), "--model",
+            rdn_x2[0], "--staged-dir", str(tmp_path / "stages")]
+    compute, computed = staged.StagedForward._compute, []
+
+    def interrupted_at_the_fourth_stage(self, key, stage, arrays):
+        computed.append(key)
+        if len(computed) == 4:
+            raise KeyboardInterrupt  # Ctrl-C, or the machine going away
+        return compute(self, key, stage, arrays)
+
+    monkeypatch.setattr(staged.StagedForward, "_compute", interrupted_at_the_fourth_stage)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(args)
+    assert not (tmp_path / "out").exists()
+    computed.clear()
+    monkeypatch.setattr(staged.StagedForward, "_compute",
+                        lambda self, *a: computed.append(a[0]) or compute(self, *a))
+    assert cli.main(args) == 0
+    stages = staged.StagedForward(rdn_x2[1], str(tmp_path / "unused")).stage_keys()
+    assert computed == stages[3:]  # the three stages done are not redone
+    expected = rdn_x2[1](read_image(tmp_path / "in.png").pixels[None])[0]
+    np.testing.assert_array_equal(to_integers(read_image(tmp_path / "out" / "in.png").pixels),
+                                  to_integers(expected))
+    with pytest.raises(ValueError, match="stage by stage"):
+        load_restorer(str(tmp_path), staged_dir=str(tmp_path / "stages"))
