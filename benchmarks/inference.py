@@ -28,6 +28,7 @@ sum over all runs, memory the largest peak RSS of its processes; the MACs are co
 """
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -78,7 +79,7 @@ def _staged(model, image, payload):
     (each stage records its process's peak so far in a log beside the run's directory)."""
     import numpy as np
 
-    from benchmarks.measure import peak_rss_gb, traced_macs
+    from benchmarks.measure import count_macs, peak_rss_gb, traced_macs
     from pnen_tf.staged import StagedForward
 
     run = os.path.join(payload["staged_dir"], f"{payload['size'][0]}x{payload['size'][1]}-{payload['precision']}")
@@ -90,7 +91,8 @@ def _staged(model, image, payload):
                                 "pid": os.getpid(), "time": time.strftime("%H:%M:%S")}) + "\n")
 
     forward = StagedForward(model, run, on_stage=record)
-    np.save(payload["output"], forward(image).astype("float32"))
+    with count_macs(dry_attention=True) if payload["dry_attention"] else contextlib.nullcontext():
+        np.save(payload["output"], forward(image).astype("float32"))
     with open(os.path.join(run, "progress.json")) as f:
         seconds = sum(stage["seconds"] for stage in json.load(f)["done"].values())
     with open(log) as f:

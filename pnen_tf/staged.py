@@ -21,6 +21,7 @@ Example:
 
 import hashlib
 import json
+import logging
 import os
 import time
 
@@ -171,7 +172,15 @@ class StagedForward:
 
     def _compute(self, key, stage, arrays):
         start = time.perf_counter()
-        results = stage.predict_on_batch(arrays if len(arrays) > 1 else arrays[0])
+        # Each stage is its own model, compiled once by design: TensorFlow's warning about
+        # functions traced again and again is noise here (a plain logger: no TensorFlow import).
+        tf_logger = logging.getLogger("tensorflow")
+        level = tf_logger.level
+        tf_logger.setLevel(logging.ERROR)
+        try:
+            results = stage.predict_on_batch(arrays if len(arrays) > 1 else arrays[0])
+        finally:
+            tf_logger.setLevel(level)
         results = [_storable(r) for r in (results if isinstance(results, list) else [results])]
         self.seconds = time.perf_counter() - start
         self.on_stage(key, self.seconds)

@@ -35,3 +35,14 @@ def test_the_paper_variant_embeds_its_shared_query_once():
         conv += keys * stride * stride * channels * (channels + channels // 2)  # s x s key, value
     conv += pixels * channels * channels  # 1x1 psi on the two branches' C/2 + C/2 channels
     assert macs["conv"] == conv
+
+
+def test_macs_counted_by_tracing_equal_those_of_a_call():
+    from benchmarks.measure import traced_macs
+    from pnen_tf import models
+
+    model = models.build("pnen", channels=8, num_groups=2)
+    image = np.zeros((1, 24, 20, 3), "float32")
+    with count_macs() as macs:
+        model(image)
+    assert traced_macs(model, image.shape) == macs["conv"] + macs["attention"] > 0
