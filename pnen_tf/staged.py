@@ -116,6 +116,9 @@ class StagedForward:
         for node in self.nodes:
             if self.keys[id(node)] not in self.done:
                 self._run(node)
+            else:  # a result left behind when a run stopped between its reader and its removal
+                for t in node.outputs:
+                    self._release(t)
         outputs = [self._value(t) for t in self.model.outputs]
         return outputs if len(outputs) > 1 else outputs[0]
 
@@ -137,7 +140,7 @@ class StagedForward:
             self._mark_done(key)
         for t, result in zip(node.outputs, results):
             self.values[id(t)] = result
-            self._release(t)  # nothing reads it (a dead end): not kept
+            self._release(t)  # dropped at once if nothing reads it
         for t in _unique(node.input_tensors):
             self.readers[id(t)] -= 1
             self._release(t)

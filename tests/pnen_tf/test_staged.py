@@ -72,6 +72,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     assert list(done) == first[:-1]
     assert sorted(os.listdir(run)) == ["006-estimate_1.0.npy", "007-drb_2.0.npy", "progress.json"]
 
+    # As if a run had stopped after a stage and before removing an input no longer needed.
+    np.save(os.path.join(run, "001-drb_1.0.npy"), np.zeros(1))
     second = []
     got = StagedForward(model, run, on_stage=lambda key, seconds: second.append(key))(x)
     staged = StagedForward(model, run)
