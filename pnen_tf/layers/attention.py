@@ -15,8 +15,8 @@ passes over the tile as on the products, so each pass saved counts.
 
 The backward pass is a custom gradient that recomputes the tiles from the saved log-sum-exp
 instead of storing them (the FlashAttention recipe), in one pass over the tiles, so training
-memory is linear too. Every loop step waits for the previous one (`wait_for`): the tile
-count alive is one, under TensorFlow's parallel loop iterations too.
+memory is linear too. Loop steps wait for the previous one (`wait_for`), so that a tile or two
+are alive at a time, under TensorFlow's parallel loop iterations too.
 
 Written with `keras.ops` only: the same code runs under TensorFlow (also inside `tf.function`,
 XLA, SavedModel and tf2onnx) and JAX.
@@ -157,14 +157,19 @@ class _Tiles:
         dtype = dtype or self.matmul_dtype
         return ops.cast(ops.matmul(ops.cast(a, dtype), ops.cast(b, dtype)), "float32")
 
-    def logits(self, q_rows, j):
-        """Logits of `query_rows` against key block `j` and its carry key (the last column).
+    def block_t(self, j):
+        """Key block `j` with its bias row, carry key and carry indicator, transposed."""
+        return ops.take(self.keys_t, j, axis=0)
+
+    def logits(self, q_rows, block_t):
+        """Logits of `query_rows` against a key block (`block_t`) and its carry key (the last
+        column).
 
         Always float32: an error e in a logit is a relative error e in its weight, and a bf16
         product keeps 8 significant bits (a logit of 30 is off by up to 0.0625). The other
         products see probabilities and gradients, whose rounding errors average out over keys.
         """
-        return self.matmul(q_rows, ops.take(self.keys_t, j, axis=0), "float32")
+        return self.matmul(q_rows, block_t, "float32")
 
 
 def _with_zero_row(blocks):
@@ -175,15 +180,16 @@ def _with_zero_row(blocks):
 
 def wait_for(x, carry):
     """`x`, made to wait for `carry` (a tensor or a tuple of them): adds 0 * an element of each,
-    exactly zero (`x` may be an index). A step waits for every output of the previous one, or
-    that step's last products would still hold their tiles while the next ones are made. One
-    element suffices (an operation hands over its whole output at once) and costs no pass over
-    a carry as large as a tile (the backward pass carries all of dQ).
+    exactly zero (`x` may be an index). One element suffices (an operation hands over its whole
+    output at once) and costs no pass over a carry as large as a tile (the backward pass
+    carries all of dQ).
 
     TensorFlow runs independent operations side by side, and up to ten iterations of a while
-    loop at once when their inputs are ready: a tile depends only on its loop index, so ten
-    tiles (and ten gathered key blocks) would be alive together. Deriving every step's index
-    from the previous step's result keeps one alive (JAX runs loops in turn anyway).
+    loop at once when their inputs are ready: where a step's tiles depend only on its loop
+    index (the backward pass), ten tiles (and ten gathered key blocks) would be alive together.
+    Deriving each step's index from every output of the previous step keeps one alive (JAX runs
+    loops in turn anyway). The forward pass's tiles depend on the running log-sum-exp already;
+    its index waits for that alone.
     """
     x = ops.convert_to_tensor(x)
     carries = carry if isinstance(carry, (tuple, list)) else (carry,)
@@ -218,18 +224,28 @@ def _forward(tiles, sequential):
 
         def step(j, carry):
             running_lse, acc, pseudo_share = carry
-            j = wait_for(j, carry)  # the block's gathers too, not only its logits
+            # Every tile-sized tensor of a step depends on the running log-sum-exp of the last
+            # one: tied to it alone, only the next block's gathers run ahead, and the next
+            # logits product may start while this step's product with the values finishes.
+            # (Tied to every carry, the steps ran 5-10% slower here.)
+            j = wait_for(j, running_lse)
             # The carry key's logit is the running log-sum-exp of the blocks so far, so one
             # softmax over the tile weighs this block's keys against everything before it: its
             # last column is the weight of the output so far, exp(running - new log-sum-exp).
-            logits = tiles.logits(tiles.query_rows(q, running_lse), j)
+            rows, block_t = tiles.query_rows(q, running_lse), tiles.block_t(j)
+            logits = tiles.logits(rows, block_t)
             p = ops.softmax(logits, axis=-1)
             carry_weight = p[..., -1:]
             acc = acc * carry_weight + tiles.matmul(p, ops.take(tiles.values, j, axis=0))
+            # Where a carry weight is too small for its log (a block outweighing everything
+            # before it by e^69), the tile's log-sum-exp is taken directly, from its logits made
+            # again: handing the conditional the tile's logits and probabilities made every
+            # step 18% slower here (TensorFlow), whether or not that branch ran; its gathered
+            # key block, inside the branch, kept tf2onnx from inferring the loop's shapes.
             new_lse = ops.cond(
                 ops.min(carry_weight) >= _SMALLEST_CARRY_WEIGHT,
                 lambda: running_lse - ops.log(carry_weight),
-                lambda: _log_sum_exp(logits, p),
+                lambda: ops.logsumexp(tiles.logits(rows, block_t), axis=-1, keepdims=True),
             )
             return new_lse, acc, pseudo_share * carry_weight
 
@@ -239,7 +255,7 @@ def _forward(tiles, sequential):
         # block's carry weight is rarely too small for its log. The share is carried as the
         # product of the carry weights: exp(z - lse) would put lse's rounding, ulp(|lse|) / 2,
         # into every output of a row with a dominant key (and make 1 - share 0 at |z| >= 2^24).
-        sample = ops.take(tiles.keys_t, 0, axis=0)[..., : min(tiles.key_block, _CARRY_SAMPLE)]
+        sample = tiles.block_t(0)[..., : min(tiles.key_block, _CARRY_SAMPLE)]
         z = ops.max(tiles.matmul(tiles.query_rows(q, ops.zeros_like(q[..., :1])), sample, "float32"),
                     axis=-1, keepdims=True)
         init = (z, ops.zeros((batch, chunk, width), "float32"), ops.ones_like(z))
@@ -252,14 +268,6 @@ def _forward(tiles, sequential):
         like = (ops.zeros((batch, chunk, width), "float32"), ops.zeros((batch, chunk, 1), "float32"))
         return _sequential_map(one_chunk, chunks, like)
     return ops.map(one_chunk, chunks)
-
-
-def _log_sum_exp(logits, p):
-    """log sum exp of each row, from its softmax: the largest entry of `p` is exactly
-    1 / sum exp(s - max s). Two reductions over the tile, needed only where the carry weight
-    is too small to take its log (the first block of a chunk, or a block that outweighs
-    everything before it by e^69)."""
-    return ops.max(logits, axis=-1, keepdims=True) - ops.log(ops.max(p, axis=-1, keepdims=True))
 
 
 def _backward(tiles, d_out, out, lse):
@@ -275,7 +283,8 @@ def _backward(tiles, d_out, out, lse):
     def block_step(j, carry):
         d_q, d_keys, d_values = carry
         j = wait_for(j, carry)
-        key, value_t = ops.take(tiles.keys, j, axis=0), ops.take(values_t, j, axis=0)
+        key, block_t = ops.take(tiles.keys, j, axis=0), tiles.block_t(j)
+        value_t = ops.take(values_t, j, axis=0)
 
         def chunk_step(c, carry):
             d_q, d_k, d_v = carry
@@ -284,7 +293,7 @@ def _backward(tiles, d_out, out, lse):
             # A carry logit of -1e30: the carry key gets probability 0 and no gradient.
             c_q_rows = tiles.query_rows(c_q, ops.full_like(c_q[..., :1], _NEG_LARGE))
             c_delta = ops.sum(c_do * tiles.rows(out, c), axis=-1, keepdims=True)
-            p = ops.exp(tiles.logits(c_q_rows, j) - ops.take(lse, c, axis=0))
+            p = ops.exp(tiles.logits(c_q_rows, block_t) - ops.take(lse, c, axis=0))
             d_s = p * (tiles.matmul(c_do, value_t) - c_delta)
             d_k = d_k + tiles.matmul(ops.transpose(d_s, (0, 2, 1)), c_q)
             d_v = d_v + tiles.matmul(ops.transpose(p, (0, 2, 1)), c_do)
