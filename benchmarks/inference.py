@@ -25,7 +25,7 @@ time and error columns mean nothing.
 
 `--staged-dir` runs the forward stage by stage (`pnen_tf.staged.StagedForward`: layer by layer,
 a non-local block branch by branch), every result on disk: the same command resumes an
-interrupted run, so the 2048x2048 forward can span working sessions. Seconds are the stages'
+interrupted run, so a forward of hours survives an interruption. Seconds are the stages'
 sum over all runs, memory the largest peak RSS of its processes; the MACs are counted by tracing.
 """
 
@@ -85,8 +85,14 @@ def _staged(model, image, payload):
     from benchmarks.measure import count_macs, peak_rss_gb, traced_macs
     from pnen_tf.staged import StagedForward
 
-    run = os.path.join(payload["staged_dir"], f"{payload['size'][0]}x{payload['size'][1]}-{payload['precision']}")
+    # The run's folder names what its results depend on beyond the model's fingerprint (which
+    # covers its config and weights): the benchmark's dry attention is a patch, not a setting.
+    name = f"{payload['size'][0]}x{payload['size'][1]}-{payload['precision']}"
+    name += f"-{payload['memory_budget_mb']}mb" + "-flash" * payload["flash_attention"]
+    run = os.path.join(payload["staged_dir"], name + "-dry" * payload["dry_attention"])
     log = run + ".jsonl"
+    if not os.path.isdir(run) and os.path.exists(log):
+        os.remove(log)  # a log of an earlier run whose folder was removed
 
     def record(key, seconds):
         with open(log, "a") as f:

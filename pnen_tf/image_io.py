@@ -158,21 +158,37 @@ def write_image(path, pixels, alpha=None, bit_depth=8):
 
 def write_atomically(path, data):
     """Write `data` (bytes, str, or a function writing to a binary file: a large array need
-    not exist twice in memory) to a temporary file beside `path`, then rename it over."""
+    not exist twice in memory) to a temporary file beside `path`, then rename it over.
+
+    The file's contents, then the rename, are flushed to the disk before returning: after a
+    power loss `path` holds the old contents or the new, not a renamed empty file.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=os.path.splitext(path)[1],
+                               dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):
                 data(f)
             else:
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    directory_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
+
+
+# The temporary files of `write_atomically`: left behind only by a process killed while writing.
+TEMPORARY_PREFIX = ".tmp-"
 
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm")

@@ -17,7 +17,6 @@ Example:
 """
 
 import glob
-import hashlib
 import json
 import os
 import sys
@@ -113,28 +112,29 @@ def _load_saved_model(path):
 def _load_keras(path, staged_dir=None):
     from pnen_tf import saving
     from pnen_tf.models import single_output
-    from pnen_tf.staged import StagedForward
+    from pnen_tf.staged import StagedForward, check_stageable, fingerprint
 
     model = single_output(saving.load_model(path))  # Y alone for multi-supervised models
+    # Compiled by Keras for the backend: an eager call runs the attention's loops in Python,
+    # 5x slower (PNEN at 250x200: 16.7 s against 3.2 s, 6.4 s with the tracing).
+    call = probe = model.predict_on_batch
+    if staged_dir is not None:
+        check_stageable(model)
 
-    def call(x):
-        if staged_dir is not None:
-            # One run per network input, found again by its pixels when the restore is rerun.
-            run = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
+        def call(x):
+            # One run per model and network input, found again when the restore is rerun.
+            run = fingerprint(model, [x])[:16]
             return StagedForward(model, os.path.join(staged_dir, run))(x)
-        # Compiled by Keras for the backend: an eager call runs the attention's loops in
-        # Python, 5x slower (PNEN at 250x200: 16.7 s against 3.2 s, 6.4 s with the tracing).
-        return model.predict_on_batch(x)
 
-    return call, model.inputs[0].shape[-1], saving.read_info(path)
+    return call, probe, model.inputs[0].shape[-1], saving.read_info(path)
 
 
 def load_restorer(path, scale=None, notify=None, staged_dir=None):
     """A `Restorer` for a `.keras` file or SavedModel directory.
 
     With `staged_dir` a `.keras` model runs layer by layer (`pnen_tf.staged`), every result kept
-    in a subfolder of `staged_dir` per network input: a restore of hours that was interrupted
-    goes on where it stopped when run again. (A SavedModel is one graph: refused.)
+    in a subfolder of `staged_dir` per model and network input: a restore of hours that was
+    interrupted goes on where it stopped when run again. (A SavedModel is one graph: refused.)
 
     Missing facts are inferred and reported: channels from the input shape, the scale of an
     'lr' model from its output size on a probe image. A same-size model given `scale` > 1
@@ -148,8 +148,9 @@ def load_restorer(path, scale=None, notify=None, staged_dir=None):
     try:
         if os.path.isdir(path):
             call, channels, info = _load_saved_model(path)
+            probe = call
         else:
-            call, channels, info = _load_keras(path, staged_dir)
+            call, probe, channels, info = _load_keras(path, staged_dir)
     except (OSError, ValueError):
         raise
     except Exception as error:  # TF/Keras internals: one line for the user, not a traceback
@@ -161,8 +162,9 @@ def load_restorer(path, scale=None, notify=None, staged_dir=None):
         info["in_channels"] = int(channels)
         notes.append(f"{path} records no model facts: in_channels={channels} from its input")
     if "input" not in info:
-        probe = np.asarray(call(np.zeros((1, _PROBE, _PROBE, info["in_channels"]), np.float32)))
-        ratio = probe.shape[1] // _PROBE
+        # Not staged: a few pixels, whose stages would only be kept on disk.
+        probed = np.asarray(probe(np.zeros((1, _PROBE, _PROBE, info["in_channels"]), np.float32)))
+        ratio = probed.shape[1] // _PROBE
         info["input"] = "lr" if ratio > 1 else ("upsampled" if (scale or 1) > 1 else "same")
         info.setdefault("scale", ratio if ratio > 1 else (scale or 1))
         notes.append(f"{path}: input convention {info['input']!r}, scale {info['scale']} "

@@ -19,6 +19,8 @@ Example:
     y = forward(x)  # interrupted? call again: the stages done are not redone
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -28,7 +30,7 @@ import time
 import keras
 import numpy as np
 
-from pnen_tf.image_io import write_atomically
+from pnen_tf.image_io import TEMPORARY_PREFIX, write_atomically
 from pnen_tf.layers.nonlocal_base import NonLocalBase
 
 PROGRESS = "progress.json"
@@ -39,17 +41,26 @@ class StagedError(ValueError):
 
 
 class _Apply(keras.layers.Layer):
-    """A function of a list of tensors as a layer, so that Keras compiles it as a model."""
+    """A function of a list of tensors as a layer, so that Keras compiles it as a model.
 
-    def __init__(self, fn, channels, **kwargs):
-        super().__init__(**kwargs)
-        self.fn, self.channels = fn, channels
+    Its output specs are given, so building the stage's model traces nothing: the function only
+    ever sees the tensors of a call, and the model's own layers get no new nodes (called on
+    symbolic inputs, each would gain one per stage and image). No autocasting: the stage's
+    inputs already have the dtypes of the model's tensors they stand for.
+    """
+
+    def __init__(self, fn, outputs, **kwargs):
+        super().__init__(autocast=False, **kwargs)
+        self.fn = fn
+        self.specs = [(tuple(t.shape), t.dtype) for t in outputs]
 
     def call(self, inputs):
-        return self.fn(*inputs)
+        outputs = keras.tree.flatten(self.fn(*inputs))
+        return outputs if len(outputs) > 1 else outputs[0]
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[0][:-1]) + (self.channels,)
+    def compute_output_spec(self, inputs):
+        specs = [keras.KerasTensor(shape, dtype) for shape, dtype in self.specs]
+        return specs if len(specs) > 1 else specs[0]
 
 
 def _inputs_like(tensors):
@@ -73,15 +84,14 @@ class StagedForward:
     Args:
         model: a functional Keras model (the models of `pnen_tf.models`, or a loaded `.keras`).
         directory: where results and progress are kept; created if missing. One run per
-            directory: another model or image there is refused.
-        on_stage: called as `on_stage(key, seconds)` after each stage computed (not after a
-            stage found done).
+            directory, by one process at a time: another model, setting or input there is
+            refused (`fingerprint`).
+        on_stage: called as `on_stage(key, seconds)` after each stage computed and saved (not
+            after a stage found done).
     """
 
     def __init__(self, model, directory, on_stage=None):
-        if not hasattr(model, "_nodes_by_depth") or not getattr(model, "inputs", None):
-            raise StagedError(f"StagedForward needs a functional Keras model; got "
-                              f"{type(model).__name__}")
+        check_stageable(model)
         self.model, self.directory = model, directory
         self.on_stage = on_stage or (lambda key, seconds: None)
         self.seconds = 0.0
@@ -100,7 +110,12 @@ class StagedForward:
         if len(inputs) != len(self.model.inputs):
             raise StagedError(f"model takes {len(self.model.inputs)} inputs, got {len(inputs)}")
         inputs = [np.asarray(x) for x in inputs]
-        self._open(self._fingerprint(inputs))
+        os.makedirs(self.directory, exist_ok=True)
+        with _exclusive(self.directory):
+            self._open(fingerprint(self.model, inputs))
+            return self._run_all(inputs)
+
+    def _run_all(self, inputs):
         self.values = {id(t): x for t, x in zip(self.model.inputs, inputs)}
         self.files = {}
         for node in self.nodes:
@@ -114,6 +129,8 @@ class StagedForward:
                     self.readers[id(t)] = self.readers.get(id(t), 0) + 1
         self.keep = {id(t) for t in self.model.outputs}
         for node in self.nodes:
+            if self._branched(node):
+                self._remove_used_partial_sums(node)
             if self.keys[id(node)] not in self.done:
                 self._run(node)
             else:  # a result left behind when a run stopped between its reader and its removal
@@ -130,10 +147,12 @@ class StagedForward:
             results = [self._run_branches(node)]
         else:
             tensors = _unique(node.input_tensors)
-            symbolic = _inputs_like(tensors)
-            args, kwargs = node.arguments.fill_in({id(t): s for t, s in zip(tensors, symbolic)})
-            outputs = keras.tree.flatten(node.operation(*args, **kwargs))
-            results = self._compute(key, keras.Model(symbolic, outputs),
+
+            def apply(*values):
+                args, kwargs = node.arguments.fill_in({id(t): v for t, v in zip(tensors, values)})
+                return node.operation(*args, **kwargs)
+
+            results = self._compute(key, apply, node.outputs, tensors,
                                     [self._value(t) for t in tensors])
             for j, result in enumerate(results):
                 self._save(self.files[id(node.outputs[j])], result)
@@ -149,9 +168,7 @@ class StagedForward:
         """A non-local block as `residual_start(x) + branch_0(x)`, then `+ branch_i(x)` for each
         further branch: the order of its own call, each partial sum a stage of its own."""
         block, (x_tensor,) = node.operation, node.input_tensors
-        keys = self._branch_keys(node)
-        files = [os.path.join(self.directory, f"{k}.npy") for k in keys[:-1]]
-        files.append(self.files[id(node.outputs[0])])
+        keys, files = self._branch_keys(node), self._branch_files(node)
         total = None
         for index, (key, path) in enumerate(zip(keys, files)):
             if key in self.done:
@@ -164,16 +181,25 @@ class StagedForward:
                 start = block.residual_start(x) if total is None else total
                 return start + block.branch(x, index)
 
-            symbolic = _inputs_like([x_tensor] * len(arrays))
-            apply = _Apply(partial_sum, block.channels, dtype=block.dtype_policy)
-            (total,) = self._compute(key, keras.Model(symbolic, apply(symbolic)), arrays)
+            (total,) = self._compute(key, partial_sum, node.outputs, [x_tensor] * len(arrays), arrays)
             self._save(path, total)
             self._mark_done(key)
             if index > 0:
                 os.remove(files[index - 1])
         return total
 
-    def _compute(self, key, stage, arrays):
+    def _remove_used_partial_sums(self, node):
+        """Partial sums whose next stage is done: left behind by a run stopped between that
+        stage and the removal (a feature map each, 1 GB for PNEN at 2048x2048)."""
+        for key, path in zip(self._branch_keys(node)[1:], self._branch_files(node)):
+            if key in self.done and os.path.isfile(path):
+                os.remove(path)
+
+    def _compute(self, key, fn, outputs, tensors, arrays):
+        """Stage `key`: `fn` of the input `arrays` (standing for the model's `tensors`; giving
+        tensors like `outputs`), compiled by Keras as a model of its own; NumPy results."""
+        symbolic = _inputs_like(tensors)
+        stage = keras.Model(symbolic, _Apply(fn, outputs)(symbolic))
         start = time.perf_counter()
         # Each stage is its own model, compiled once by design: TensorFlow's warning about
         # functions traced again and again is noise here (a plain logger: no TensorFlow import).
@@ -186,7 +212,6 @@ class StagedForward:
             tf_logger.setLevel(level)
         results = [_storable(r) for r in (results if isinstance(results, list) else [results])]
         self.seconds = time.perf_counter() - start
-        self.on_stage(key, self.seconds)
         return results
 
     @staticmethod
@@ -197,15 +222,23 @@ class StagedForward:
         key = self.keys[id(node)]
         return [f"{key}.branch{i}" for i in range(node.operation.branch_count - 1)] + [key]
 
+    def _branch_files(self, node):
+        """Where each branch stage's result goes: a partial sum, and last the block's output."""
+        keys = self._branch_keys(node)
+        return [os.path.join(self.directory, f"{k}.npy") for k in keys[:-1]] + [
+            self.files[id(node.outputs[0])]]
+
     # --- results and progress -----------------------------------------------------------------
 
     def _value(self, t):
         if self.values.get(id(t)) is None:
             path = self.files[id(t)]
-            if not os.path.isfile(path):
-                raise StagedError(f"{self.directory}: the result {os.path.basename(path)} of a stage "
-                                  f"recorded as done is missing; remove the directory to start over")
-            self.values[id(t)] = np.load(path)
+            try:
+                self.values[id(t)] = np.load(path)
+            except (OSError, ValueError) as error:  # missing, truncated, not an array
+                raise StagedError(f"{self.directory}: the result {os.path.basename(path)} of a "
+                                  f"stage recorded as done cannot be read ({error}); remove the "
+                                  f"directory to start over") from None
         return self.values[id(t)]
 
     def _release(self, t):
@@ -218,33 +251,77 @@ class StagedForward:
     def _save(self, path, array):
         write_atomically(path, lambda f: np.save(f, array))
 
-    def _fingerprint(self, inputs):
-        digest = hashlib.sha256(self.model.name.encode())
-        digest.update(keras.config.dtype_policy().name.encode())
-        for array in inputs + [keras.ops.convert_to_numpy(w) for w in self.model.weights]:
-            digest.update(f"{array.shape}{array.dtype}".encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
-        return digest.hexdigest()
-
-    def _open(self, fingerprint):
-        os.makedirs(self.directory, exist_ok=True)
+    def _open(self, digest):
         path = os.path.join(self.directory, PROGRESS)
-        self.progress = {"fingerprint": fingerprint, "stages": self.stage_keys(), "done": {}}
+        stages = self.stage_keys()
         if os.path.isfile(path):
-            with open(path) as f:
-                saved = json.load(f)
-            if saved.get("fingerprint") != fingerprint or saved.get("stages") != self.progress["stages"]:
-                raise StagedError(f"{self.directory} holds a staged run of another model or input; "
-                                  f"remove it or choose another directory")
+            try:
+                with open(path) as f:
+                    saved = json.load(f)
+            except (OSError, ValueError) as error:
+                raise StagedError(f"{path} cannot be read ({error}); remove {self.directory} to "
+                                  f"start over") from None
+            if saved.get("fingerprint") != digest or saved.get("stages") != stages:
+                raise StagedError(f"{self.directory} holds a staged run of another model, setting "
+                                  f"or input; remove it or choose another directory")
             self.progress = saved
-        elif os.listdir(self.directory):
-            raise StagedError(f"{self.directory} is not empty and holds no {PROGRESS}: "
-                              f"choose an empty or new directory")
+        else:
+            if any(not name.startswith(TEMPORARY_PREFIX) for name in os.listdir(self.directory)):
+                raise StagedError(f"{self.directory} is not empty and holds no {PROGRESS}: "
+                                  f"choose an empty or new directory")
+            self.progress = {"fingerprint": digest, "stages": stages, "done": {}}
+            # Written before the first stage, so that a run stopped inside it is resumed too.
+            self._write_progress()
+        for name in os.listdir(self.directory):  # files being written when a run was killed
+            if name.startswith(TEMPORARY_PREFIX):
+                os.remove(os.path.join(self.directory, name))
         self.done = self.progress["done"]
 
     def _mark_done(self, key):
         self.done[key] = {"seconds": round(self.seconds, 3)}
+        self._write_progress()
+        self.on_stage(key, self.seconds)  # after the result is safe: a failing callback loses none
+
+    def _write_progress(self):
         write_atomically(os.path.join(self.directory, PROGRESS), json.dumps(self.progress, indent=1))
+
+
+def check_stageable(model):
+    """Raise `StagedError` unless `model` is a functional Keras model (a graph of layer calls)."""
+    if not hasattr(model, "_nodes_by_depth") or not getattr(model, "inputs", None):
+        raise StagedError(f"a staged run needs a functional Keras model; got {type(model).__name__}")
+
+
+def fingerprint(model, inputs):
+    """A digest of all a staged run's results depend on: the model's architecture and settings
+    (its config, e.g. a block's attention precision or tile budget), its weights, the dtype
+    policy, the backend and the inputs (shapes, dtypes and values)."""
+    try:
+        config = json.dumps(model.get_config(), sort_keys=True, default=str)
+    except NotImplementedError:  # a layer without get_config: its class and name at least
+        config = json.dumps([(type(layer).__name__, layer.name) for layer in model.layers])
+    digest = hashlib.sha256()
+    for text in (config, keras.config.dtype_policy().name, keras.backend.backend()):
+        digest.update(text.encode())
+    for array in list(inputs) + [keras.ops.convert_to_numpy(w) for w in model.weights]:
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _exclusive(directory):
+    """Hold `directory` for one run: a second process on it would overwrite the progress and
+    remove results the first still needs. (An advisory lock, released when the process ends.)"""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StagedError(f"{directory} is in use by another staged run") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _stage_order(model):
@@ -266,6 +343,7 @@ def _stage_order(model):
 
 
 def _storable(array):
-    """NumPy's own float types as they are; bfloat16 (not one of them) as float32, exactly."""
+    """NumPy's own types as they are; bfloat16 (not one of them) as float32, which holds it
+    exactly."""
     array = np.asarray(array)
-    return array if array.dtype.kind == "f" and array.dtype.itemsize >= 4 else array.astype(np.float32)
+    return array if array.dtype.kind in "biufc" else array.astype(np.float32)

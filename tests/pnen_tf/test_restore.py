@@ -159,11 +159,11 @@ def test_a_staged_restore_resumes_after_an_interruption(tmp_path, rdn_x2, monkey
             rdn_x2[0], "--staged-dir", str(tmp_path / "stages")]
     compute, computed = staged.StagedForward._compute, []
 
-    def interrupted_at_the_fourth_stage(self, key, stage, arrays):
+    def interrupted_at_the_fourth_stage(self, key, *args):
         computed.append(key)
         if len(computed) == 4:
             raise KeyboardInterrupt  # Ctrl-C, or the machine going away
-        return compute(self, key, stage, arrays)
+        return compute(self, key, *args)
 
     monkeypatch.setattr(staged.StagedForward, "_compute", interrupted_at_the_fourth_stage)
     with pytest.raises(KeyboardInterrupt):
@@ -176,6 +176,15 @@ def test_a_staged_restore_resumes_after_an_interruption(tmp_path, rdn_x2, monkey
     stages = staged.StagedForward(rdn_x2[1], str(tmp_path / "unused")).stage_keys()
     assert computed == stages[3:]  # the three stages done are not redone
     expected = rdn_x2[1](read_image(tmp_path / "in.png").pixels[None])[0]
+    np.testing.assert_array_equal(to_integers(read_image(tmp_path / "out" / "in.png").pixels),
+                                  to_integers(expected))
+    # Another model, the same folder of stages: a run of its own beside the first.
+    other = build("rdn", scale=2, in_channels=3, channels=8, num_blocks=1, num_layers=2, growth=8)
+    saving.save_model(other, str(tmp_path / "other.keras"), RDN_X2)
+    args[args.index(rdn_x2[0])] = str(tmp_path / "other.keras")
+    assert cli.main(args) == 0
+    assert len(os.listdir(tmp_path / "stages")) == 2
+    expected = other(read_image(tmp_path / "in.png").pixels[None])[0]
     np.testing.assert_array_equal(to_integers(read_image(tmp_path / "out" / "in.png").pixels),
                                   to_integers(expected))
     with pytest.raises(ValueError, match="stage by stage"):
