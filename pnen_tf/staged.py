@@ -1,6 +1,6 @@
 """A functional model run stage by stage, every result on disk: long runs survive interruption.
 
-PNEN takes about 4.6 hours for a 2048x2048 image on a 2-core CPU (its attention is ~1.7 PMAC;
+PNEN takes about 4.2-4.6 hours for a 2048x2048 image on a 2-core CPU (its attention is ~1.7 PMAC;
 BENCHMARKS.md). `StagedForward` runs the model's layers one at a time in the graph's order, and a
 non-local block branch by branch through the running residual sum of eq. (6)/(12), each stage
 compiled by Keras for the backend. Each result is written atomically to a directory with the list
