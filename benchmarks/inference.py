@@ -18,8 +18,8 @@ weights; their fraction of peak is against the bf16 matmul peak.
 `--dry-attention` replaces each attention product by zeros of its shape (`count_macs`' dry
 mode; computed from the embeddings, so they are made where the attention's output would be):
 every other tensor of the forward pass is really computed and allocated, so the peak
-memory of an image whose attention would take hours (2048x2048: ~1.7 PMAC, about 4.6 h at the
-200 GFLOP/s of the 2-core development machine) is measured in minutes; the attention's own
+memory of an image whose attention takes hours (2048x2048: ~1.7 PMAC, 4.0 h at the 231
+GFLOP/s reached on the 2-core development machine) is measured in minutes; the attention's own
 working set (one tile of `memory_budget_mb` and a few chunk-sized buffers) comes on top. Its
 time and error columns mean nothing.
 
@@ -135,7 +135,7 @@ def main(argv=None):
     parser.add_argument("--memory-budget-mb", type=int, default=64,
                         help="attention tile budget (the layers' default: sized for a CPU)")
     parser.add_argument("--timeout-hours", type=float, default=12,
-                        help="limit for one image (2048x2048 in fp32 takes 4.6-6.3 h on 2 cores)")
+                        help="limit for one image (2048x2048 in fp32 took 4.0 h on 2 cores)")
     from benchmarks.measure import parse_or_run_child
 
     args = parse_or_run_child(parser, child, argv)
