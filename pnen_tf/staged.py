@@ -1,13 +1,13 @@
 """A functional model run stage by stage, every result on disk: long runs survive interruption.
 
 PNEN took 4 hours of compute for a 2048x2048 image on a 2-core CPU (its attention is ~1.7 PMAC;
-BENCHMARKS.md), run by this module over two sessions. `StagedForward` runs the model's layers one at
-a time in the graph's order, and a non-local block branch by branch through the running residual sum
-of eq. (6)/(12), each stage compiled by Keras for the backend. Each result is written atomically to
-a directory with the list of stages done; run again with the same model, image and directory, it
-goes on from the first stage not done. A result is deleted once every stage that reads it is done,
-and kept in memory only while a later stage needs it: what is held is what the whole graph holds,
-plus at most one copy of a stage's inputs and outputs at the Keras boundary.
+BENCHMARKS.md). `StagedForward` runs the model's layers one at a time in the graph's order, and a
+non-local block branch by branch through the running residual sum of eq. (6)/(12), each stage
+compiled by Keras for the backend. Each result is written atomically to a directory with the list of
+stages done; run again with the same model, image and directory, it goes on from the first stage not
+done. A result is deleted once every stage that reads it is done, and kept in memory only while a
+later stage needs it: what is held is what the whole graph holds, plus at most one copy of a stage's
+inputs and outputs at the Keras boundary.
 
 The output equals the model's call: the same operations in the same order (inference mode),
 bfloat16 results stored as float32, which holds them exactly. (Under mixed precision the whole
