@@ -9,11 +9,13 @@ works on gray or RGB, alpha rides along.
 
 import dataclasses
 import os
-import tempfile
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+# The package's one atomic writer; `pnen_tf.staged` and `training` reach it from here.
+from pnen_tf._atomic import TEMPORARY_PREFIX, write_atomically  # noqa: F401
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_ORIENTATION = 0x0112
@@ -59,8 +61,17 @@ def _open_checked(path):
         image.load()
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image file Pillow can identify") from None
+    except Image.DecompressionBombError as error:  # its size comes from the header alone
+        raise ImageReadError(f"{path}: too large to decode safely ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageReadError(f"{path}: truncated or corrupt image ({error})") from None
+        # Pillow's decoding errors carry no errno; the system's (permissions, I/O) do.
+        problem = (f"cannot read it ({error.strerror})" if getattr(error, "errno", None)
+                   else f"truncated or corrupt image ({error})")
+        raise ImageReadError(f"{path}: {problem}") from None
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:  # restoring the first frame alone would silently drop the others
+        raise ImageReadError(f"{path}: {frames} frames (an animation or a multi-page file); "
+                             "only single images are restored: save each frame as a file")
     return image
 
 
@@ -134,7 +145,8 @@ def write_image(path, pixels, alpha=None, bit_depth=8):
     """Write float [H, W, C] pixels in [0, 1] (C = 1 or 3) and optional alpha atomically.
 
     The file goes to a temporary name beside `path` and is renamed over it, so readers never
-    see a half-written image. The format follows the extension; 16 bits need PNG or TIFF.
+    see a half-written image (`pnen_tf._atomic`). The format follows the extension; 16 bits
+    need PNG or TIFF.
     """
     path = os.fspath(path)
     pixels = np.asarray(pixels)
@@ -156,42 +168,8 @@ def write_image(path, pixels, alpha=None, bit_depth=8):
     write_atomically(path, encoded.tobytes())
 
 
-def write_atomically(path, data):
-    """Write `data` (bytes, str, or a function writing to a binary file: a large array need
-    not exist twice in memory) to a temporary file beside `path`, then rename it over.
-
-    The file's contents, then the rename, are flushed to the disk before returning: after a
-    power loss `path` holds the old contents or the new, not a renamed empty file.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=os.path.splitext(path)[1],
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    directory_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
-
-
-# The temporary files of `write_atomically`: left behind only by a process killed while writing.
-TEMPORARY_PREFIX = ".tmp-"
-
-
-IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                    ".pgm")
 
 
 def list_images(folder):

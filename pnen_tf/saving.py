@@ -6,40 +6,28 @@ Keras ignores unknown members of a `.keras` zip, so the facts travel inside the 
 
 import json
 import os
-import tempfile
 import zipfile
 
 import keras
 
+from pnen_tf._atomic import staged_file
+
 INFO_MEMBER = "pnen_tf.json"
-
-
-def _atomic_target(path):
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=directory)
-    os.close(fd)
-    return tmp
 
 
 def save_model(model, path, info=None):
     """Save `model` to `path` (`.keras`) atomically, with `info` (a JSON-able dict) inside.
 
-    The file is written beside the target and renamed over it, so a crash mid-write never
-    leaves a truncated model where a good one was.
+    The file is written beside the target and renamed over it (`pnen_tf._atomic`), so a
+    crash mid-write never leaves a truncated model where a good one was; what a killed
+    save left in that folder is removed.
     """
     if not str(path).endswith(".keras"):
         raise ValueError(f"save_model: {path!r} must end in '.keras'")
-    tmp = _atomic_target(path)
-    try:
+    with staged_file(path, suffix=".keras") as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
             archive.writestr(INFO_MEMBER, json.dumps(info or {}, indent=2, sort_keys=True))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def read_info(path):

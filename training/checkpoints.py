@@ -4,8 +4,9 @@ A checkpoint is a folder `checkpoints/ckpt-<epoch>` holding the model weights (K
 `.weights.h5`, which reaches the variables of nested custom layers that `tf.train.Checkpoint`
 misses under Keras 3), the optimizer's variables (step counter, learning rate, moments, EMA)
 and the loop's counters (epoch, plateau state, best score). It is written under a temporary
-name and renamed into place, so a crash or `kill -9` never leaves a half checkpoint and loses
-at most the epoch in progress. The newest two are kept.
+name and renamed into place (`pnen_tf._atomic`), so a crash or `kill -9` never leaves a half
+checkpoint and loses at most the epoch in progress; the next save removes what the killed one
+left. The newest two are kept.
 
 Under MultiWorkerMirroredStrategy every worker takes part in a save (reading some distributed
 variables is a collective); only the chief's copy is kept, the others write to a scratch
@@ -20,6 +21,8 @@ import tempfile
 
 import numpy as np
 import tensorflow as tf
+
+from pnen_tf._atomic import staged_dir, write_atomically
 
 _NAME = re.compile(r"^ckpt-(\d+)$")
 
@@ -83,38 +86,29 @@ class Checkpointer:
 
     def save(self):
         """Write `ckpt-<epoch>` atomically; its path (None on non-chief workers)."""
-        root = self.directory if self.chief else tempfile.gettempdir()
-        os.makedirs(root, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".tmp-ckpt-w{self.worker}-", dir=root)
-        try:
-            self.model.save_weights(os.path.join(staging, "model.weights.h5"))
-            np.savez(os.path.join(staging, "optimizer.npz"),
-                     **{f"v{i}": v.numpy() for i, v in enumerate(self.optimizer.variables)})
-            with open(os.path.join(staging, "state.json"), "w") as f:
-                json.dump(self.state.as_dict(), f)
-            if not self.chief:
-                return None
-            path = os.path.join(self.directory, f"ckpt-{self.state.as_dict()['epoch']}")
-            if os.path.isdir(path):  # an epoch redone after a crash: the new one wins
-                shutil.rmtree(path)
-            os.replace(staging, path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        if not self.chief:
+            scratch = tempfile.mkdtemp(prefix=f".tmp-ckpt-w{self.worker}-")
+            try:
+                self._write(scratch)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return None
+        path = os.path.join(self.directory, f"ckpt-{self.state.as_dict()['epoch']}")
+        # An epoch redone after a crash: the new checkpoint replaces the old once complete.
+        with staged_dir(path, replace=True) as staging:
+            self._write(staging)
         for old in self._existing()[:-self.max_to_keep]:
             shutil.rmtree(old, ignore_errors=True)
         return path
 
+    def _write(self, folder):
+        self.model.save_weights(os.path.join(folder, "model.weights.h5"))
+        np.savez(os.path.join(folder, "optimizer.npz"),
+                 **{f"v{i}": v.numpy() for i, v in enumerate(self.optimizer.variables)})
+        with open(os.path.join(folder, "state.json"), "w") as f:
+            json.dump(self.state.as_dict(), f)
+
 
 def write_json(path, data):
-    """Write `data` as JSON to `path` atomically (temporary file, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write `data` as JSON to `path` atomically, readable as any file (0644 under umask 022)."""
+    write_atomically(path, json.dumps(data, indent=2, sort_keys=True))

@@ -60,3 +60,16 @@ def test_failed_rename_puts_the_old_version_back(tmp_path, monkeypatch):
 def _write(directory, text):
     with open(os.path.join(directory, "saved_model.pb"), "w") as file:
         file.write(text)
+
+
+def test_a_new_export_removes_what_a_killed_export_left(tmp_path):
+    killed = tmp_path / "pnen" / ".tmp-x7_3kq9a"  # staging of an export killed mid-write
+    killed.mkdir(parents=True)
+    _write(str(killed), "half")
+    swapped_out = tmp_path / "pnen" / ".old-4hd8_2mz"  # a version a killed --force swapped out
+    swapped_out.mkdir()
+    for path in (killed, swapped_out):
+        os.utime(path, (0, 0))
+    with staged_dir(str(tmp_path / "pnen" / "2")) as staging:
+        _write(staging, "new")
+    assert sorted(os.listdir(tmp_path / "pnen")) == [".old-4hd8_2mz", "2"]

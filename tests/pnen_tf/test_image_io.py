@@ -104,3 +104,43 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header claims `width` x `height` pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_an_image_read_error_naming_the_file(tmp_path):
+    path = tmp_path / "bomb.png"
+    _png_header_only(path, 30000, 30000)
+    with pytest.raises(ImageReadError, match="too large to decode safely") as info:
+        read_image(path)
+    assert str(path) in str(info.value)
+
+
+def test_an_animation_is_refused_not_cut_to_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (6, 5), colour) for colour in ("red", "blue", "green")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "still.gif")
+    with pytest.raises(ImageReadError, match="3 frames") as info:
+        read_image(tmp_path / "anim.gif")
+    assert str(tmp_path / "anim.gif") in str(info.value)
+    assert read_image(tmp_path / "still.gif").pixels.shape == (5, 6, 3)
+    # Folder runs list GIFs, so an animation is reported rather than silently skipped.
+    assert [os.path.basename(p) for p in list_images(tmp_path)] == ["anim.gif", "still.gif"]
+
+
+def test_written_images_get_the_usual_permissions(tmp_path):
+    mask = os.umask(0)
+    os.umask(mask)
+    write_image(tmp_path / "x.png", np.zeros((4, 4, 3)))
+    assert (tmp_path / "x.png").stat().st_mode & 0o777 == 0o666 & ~mask
