@@ -40,9 +40,7 @@ def read_info(path):
 
 
 def load_model(path, compile=False):
-    """Load a `.keras` file with `safe_mode=True`; our layers are registered on import."""
-    import pnen_tf.layers  # noqa: F401  (registers the serialisable layers)
-
+    """Load a `.keras` file with `safe_mode=True` (`import pnen_tf` registered our layers)."""
     _check_model_file(path)
     return keras.saving.load_model(path, compile=compile, safe_mode=True)
 
