@@ -24,6 +24,8 @@ import sys
 import numpy as np
 
 from pnen_tf import image_io
+from pnen_tf._outputs import (OutputError, name_preferences, output_folder,
+                              refuse_overwriting_inputs, unique_names)
 from pnen_tf.imresize import imresize
 from pnen_tf.metrics import rgb_to_ycbcr, ycbcr_to_rgb
 
@@ -68,6 +70,9 @@ class Restorer:
         if y.shape[:2] != tuple(expected) or y.shape[-1] != self.in_channels:
             raise RestoreError(f"model returned shape {y.shape} for input {x.shape}, "
                                f"expected {tuple(expected) + (self.in_channels,)}")
+        bad = np.size(y) - np.count_nonzero(np.isfinite(y))
+        if bad:  # clipped and rounded, NaN would become black pixels and a plausible score
+            raise RestoreError(f"the model's output holds {bad} NaN or infinite values")
         return y
 
     def restore(self, pixels):
@@ -180,17 +185,30 @@ def load_restorer(path, scale=None, notify=None, staged_dir=None):
 def expand_inputs(specs):
     """Files named by each spec (a file, a folder's images, or a glob); unmatched specs kept.
 
-    A spec that names nothing is returned as is, so that reading it reports 'no such file'.
+    A spec that names nothing, or a folder without images, is returned as is, so that reading
+    it reports the problem.
     """
     files = []
     for spec in specs:
         if os.path.isdir(spec):
-            files.extend(image_io.list_images(spec))
+            files.extend(image_io.list_images(spec) or [spec])
         elif os.path.exists(spec) or not glob.has_magic(spec):
             files.append(spec)
         else:
             files.extend(sorted(glob.glob(spec)) or [spec])
     return files
+
+
+def output_paths(files, output_dir, compare=False):
+    """Per input, the PNGs it is restored into: `[NAME.png]`, or `[NAME.png, NAME_compare.png]`.
+
+    Names are unique within the run, so no result replaces another: `a/x.jpg`, `a/x.png` and
+    `b/x.png` give `x`, `x_png` and `x_png_2`.
+    """
+    suffixes = ("", "_compare") if compare else ("",)
+    names = unique_names([name_preferences(path) for path in files], suffixes)
+    return [[os.path.join(output_dir, name + suffix + ".png") for suffix in suffixes]
+            for name in names]
 
 
 def _side_by_side(restorer, image, restored):
@@ -201,31 +219,48 @@ def _side_by_side(restorer, image, restored):
     return np.concatenate([shown, restored], axis=1)
 
 
-def _output_name(path, used):
-    stem, ext = os.path.splitext(os.path.basename(path))
-    name = stem if stem not in used else f"{stem}_{ext.lstrip('.')}"
-    used.add(name)
-    return name
+def restore_file(restorer, path, targets):
+    """Restore the image file `path` into `targets` (`output_paths`: the PNG, the comparison).
 
-
-def restore_file(restorer, path, output_dir, name, compare=False):
-    """Restore one file into `output_dir/name.png` (and `name_compare.png`)."""
-    image = image_io.read_image(path)
-    restored = restorer.restore(image.pixels)
+    Raises `RestoreError` with one line naming the file and whether reading it, the model or
+    writing failed; nothing is written unless the restoration succeeded.
+    """
+    if os.path.isdir(path):
+        raise RestoreError(f"{path}: a folder without images "
+                           f"({', '.join(image_io.IMAGE_EXTENSIONS)})")
+    try:
+        image = image_io.read_image(path)
+    except image_io.ImageReadError as error:  # its message names the file
+        raise RestoreError(str(error)) from None
+    try:
+        restored = restorer.restore(image.pixels)
+    except RestoreError as error:
+        raise RestoreError(f"{path}: {error}") from None
+    except Exception as error:  # a model failure on one image must not stop the others
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise RestoreError(f"{path}: model failed: {first_line}") from None
     alpha = image.alpha
     if alpha is not None and restorer.scale > 1:
         alpha = imresize(alpha, output_size=restored.shape[:2]).numpy()
-    image_io.write_image(os.path.join(output_dir, name + ".png"), restored, alpha,
-                         image.bit_depth)
-    if compare:
-        image_io.write_image(os.path.join(output_dir, name + "_compare.png"),
-                             _side_by_side(restorer, image, restored))
+    _write(path, targets[0], restored, alpha, image.bit_depth)
+    if len(targets) > 1:
+        _write(path, targets[1], _side_by_side(restorer, image, restored))
+
+
+def _write(path, target, pixels, alpha=None, bit_depth=8):
+    """`image_io.write_image`, its failure reported as a write error of the input `path`."""
+    try:
+        image_io.write_image(target, pixels, alpha, bit_depth)
+    except OSError as error:
+        raise RestoreError(f"{path}: cannot write {target}: {error.strerror or error}") from None
 
 
 def add_arguments(parser):
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image file, folder of images, or quoted glob such as 'shots/*.jpg'")
-    parser.add_argument("-o", "--output", required=True, help="folder for the restored PNGs")
+    parser.add_argument("-o", "--output", required=True,
+                        help="folder for the restored PNGs (never one that holds an input: "
+                             "inputs are not overwritten)")
     parser.add_argument("--model", required=True, help=".keras file or SavedModel directory")
     parser.add_argument("--scale", type=int, default=None,
                         help="SR scale, only needed for a model that records no facts")
@@ -238,7 +273,21 @@ def add_arguments(parser):
 
 
 def run(args):
-    """Restore every input; one line per bad file, non-zero status if any failed."""
+    """Restore every input: exit status 0 if all were written, 1 if any image failed (one
+    line each), 2 if nothing was run (bad model or output location, outputs that would
+    overwrite inputs)."""
+    files = expand_inputs(args.inputs)
+    targets = output_paths(files, args.output, args.compare)
+    try:
+        refuse_overwriting_inputs([t for pair in targets for t in pair], [*files, args.model])
+        with output_folder(args.output):
+            return _restore_all(args, files, targets)
+    except OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _restore_all(args, files, targets):
     from tqdm import tqdm
 
     try:
@@ -247,21 +296,16 @@ def run(args):
     except (OSError, ValueError) as error:
         print(f"error: cannot load model: {error}", file=sys.stderr)
         return 2
-    files, used, failed = expand_inputs(args.inputs), set(), 0
-    for path in tqdm(files, desc="restoring", unit="image", file=sys.stderr):
+    written = 0
+    for path, pair in tqdm(list(zip(files, targets)), desc="restoring", unit="image",
+                           file=sys.stderr):
         try:
-            restore_file(restorer, path, args.output, _output_name(path, used), args.compare)
-        except image_io.ImageReadError as error:  # its message names the file
-            failed += 1
-            tqdm.write(f"error: {error}", file=sys.stderr)
+            restore_file(restorer, path, pair)
+            written += 1
         except RestoreError as error:
-            failed += 1
-            tqdm.write(f"error: {path}: {error}", file=sys.stderr)
-        except Exception as error:  # a model failure on one image must not stop the others
-            failed += 1
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            tqdm.write(f"error: {path}: model failed: {first_line}", file=sys.stderr)
-    print(f"restored {len(files) - failed} of {len(files)} files into {args.output}"
+            tqdm.write(f"error: {error}", file=sys.stderr)
+    failed = len(files) - written
+    print(f"restored {written} of {len(files)} files into {args.output}"
           + (f"; {failed} failed" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
 

@@ -189,3 +189,142 @@ def test_a_staged_restore_resumes_after_an_interruption(tmp_path, rdn_x2, monkey
                                   to_integers(expected))
     with pytest.raises(ValueError, match="stage by stage"):
         load_restorer(str(tmp_path), staged_dir=str(tmp_path / "stages"))
+
+
+# --- Bad input never costs the user a file (issue 15) ---------------------------------------
+
+DENOISE_RGB = {"task": "denoise", "scale": 1, "in_channels": 3, "input": "same"}
+
+
+def _conv_model(path, kernel=None):
+    """A tiny same-size RGB model saved with its facts; `kernel` overrides the 3x3 weights."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(3, 3, padding="same")
+    model = keras.Model(inputs, conv(inputs))
+    if kernel is not None:
+        conv.kernel.assign(np.full(conv.kernel.shape, kernel, np.float32))
+    saving.save_model(model, str(path), DENOISE_RGB)
+    return model
+
+
+@pytest.fixture(scope="module")
+def conv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("conv") / "conv.keras"
+    return str(path), _conv_model(path)
+
+
+def _expected(model, path):
+    return to_integers(np.asarray(model(read_image(path).pixels[None]))[0])
+
+
+def _no_model_may_run(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded although the run should have been refused")
+
+    monkeypatch.setattr(restore, "load_restorer", refuse)
+
+
+def _error_lines(err):
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("output", ["same", "dot", "link"])
+def test_a_run_never_writes_over_its_inputs(tmp_path, conv, monkeypatch, capsys, output):
+    src = tmp_path / "photos"
+    write_image(src / "x.png", np.random.default_rng(0).random((6, 7, 3)))
+    before = (src / "x.png").read_bytes()
+    (tmp_path / "link").symlink_to(src)
+    out = {"same": str(src), "dot": f"{src}/./", "link": str(tmp_path / "link")}[output]
+    _no_model_may_run(monkeypatch)
+    assert cli.main(["restore", str(src), "-o", out, "--model", conv[0]]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "would overwrite the input" in line and str(src / "x.png") in line
+    assert (src / "x.png").read_bytes() == before and os.listdir(src) == ["x.png"]
+
+
+def test_outputs_get_names_unique_within_the_run(tmp_path, conv, capsys):
+    rng = np.random.default_rng(1)
+    inputs = [tmp_path / "dup" / "x.jpg", tmp_path / "dup" / "x.png", tmp_path / "dup2" / "x.png",
+              tmp_path / "dup2" / "x_compare.png"]
+    for path in inputs:
+        write_image(path, rng.random((6, 8, 3)))
+    out = tmp_path / "out"
+    assert cli.main(["restore", *map(str, inputs), "-o", str(out), "--model", conv[0],
+                     "--compare"]) == 0
+    assert "restored 4 of 4 files" in capsys.readouterr().err
+    names = ["x", "x_png", "x_png_2", "x_compare_png"]
+    assert sorted(os.listdir(out)) == sorted(n + s + ".png" for n in names for s in ("", "_compare"))
+    for name, path in zip(names, inputs):  # each output is its own input's restoration
+        np.testing.assert_array_equal(to_integers(read_image(out / f"{name}.png").pixels),
+                                      _expected(conv[1], path))
+
+
+def test_a_non_finite_output_is_an_error_and_nothing_is_written(tmp_path, capsys):
+    nan_model = tmp_path / "nan.keras"
+    _conv_model(nan_model, kernel=np.nan)
+    write_image(tmp_path / "in" / "x.png", np.full((6, 6, 3), 0.5))
+    out = tmp_path / "out"
+    assert cli.main(["restore", str(tmp_path / "in"), "-o", str(out), "--model",
+                     str(nan_model)]) == 1
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert str(tmp_path / "in" / "x.png") in line and "NaN" in line
+    assert not out.exists()
+    with pytest.raises(RestoreError, match="3 NaN or infinite"):
+        Restorer(lambda x: np.where(x > 0.5, np.inf, x), {"in_channels": 1, "input": "same"}) \
+            .restore(np.array([[[0.1], [0.9]], [[0.9], [0.9]]], np.float32))
+
+
+@pytest.mark.parametrize("output,problem", [
+    ("file", "exists and is not a folder"),
+    ("/proc/pnen-tf-restore", "cannot write here"),
+    ("under_file", "cannot write here"),
+])
+def test_the_output_folder_is_checked_before_the_model_runs(tmp_path, conv, monkeypatch, capsys,
+                                                            output, problem):
+    write_image(tmp_path / "x.png", np.zeros((4, 4, 3)))
+    (tmp_path / "file").write_text("mine")
+    out = {"file": tmp_path / "file", "under_file": tmp_path / "file" / "out"}.get(output, output)
+    _no_model_may_run(monkeypatch)
+    assert cli.main(["restore", str(tmp_path / "x.png"), "-o", str(out), "--model", conv[0]]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert str(out) in line and problem in line
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_failed_write_is_reported_as_a_write_error(tmp_path, conv, monkeypatch, capsys):
+    import errno
+
+    write_image(tmp_path / "in" / "x.png", np.zeros((4, 4, 3)))
+
+    def disk_full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(restore.image_io, "write_image", disk_full)
+    assert cli.main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                     "--model", conv[0]]) == 1
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "cannot write" in line and "No space left" in line and "model failed" not in line
+
+
+def test_empty_folders_and_animations_are_reported_not_skipped(tmp_path, conv, capsys):
+    from PIL import Image
+
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["restore", str(tmp_path / "empty"), "-o", str(tmp_path / "out"),
+                     "--model", conv[0]]) == 1
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert str(tmp_path / "empty") in line and "without images" in line
+
+    src = tmp_path / "src"
+    write_image(src / "still.png", np.random.default_rng(2).random((5, 6, 3)))
+    frames = [Image.new("RGB", (6, 5), colour) for colour in ("red", "blue")]
+    frames[0].save(src / "anim.gif", save_all=True, append_images=frames[1:])
+    assert cli.main(["restore", str(src), "-o", str(tmp_path / "out"), "--model", conv[0]]) == 1
+    err = capsys.readouterr().err
+    (line,) = _error_lines(err)
+    assert str(src / "anim.gif") in line and "2 frames" in line
+    assert "restored 1 of 2 files" in err and os.listdir(tmp_path / "out") == ["still.png"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out" / "still.png").stat().st_mode & 0o777 == 0o666 & ~mask
