@@ -24,6 +24,7 @@ noisy input itself), `identity` (smooth: the unfiltered input).
 """
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -34,12 +35,15 @@ import zlib
 import numpy as np
 
 from pnen_tf import image_io
+from pnen_tf._outputs import (name_preferences, output_folder, refuse_overwriting_inputs,
+                              unique_names)
 from pnen_tf.imresize import imresize, modcrop
-from pnen_tf.metrics import calculate_psnr, calculate_ssim
+from pnen_tf.metrics import calculate_psnr, calculate_ssim, gaussian_window
 
 TASKS = ("smooth", "denoise", "sr")
 FILTERS = ("l0", "wmf", "sd")
 BASELINES = {"bicubic": "sr", "noisy": "denoise", "identity": "smooth"}
+REPORTS = ("per_image.csv", "results.json")
 
 
 def noise_seed(path):
@@ -68,9 +72,21 @@ def baseline(name, scale):
     return lambda pixels: pixels
 
 
+def check_size(args, path, truth):
+    """Refuse, naming its real size, an image too small for the protocol: the measured part
+    (cropped to a multiple of the scale, shaved) must hold SSIM's window, an LR input 2x2."""
+    height, width = truth.shape[:2]
+    window = len(gaussian_window())
+    need = max(window + 2 * args.shave, 2 * args.scale)
+    if min(height - height % args.scale, width - width % args.scale) < need:
+        raise ValueError(f"{path}: image is {width}x{height} pixels, too small: {args.task} "
+                         f"x{args.scale} with {args.shave} pixels shaved needs {need}x{need}")
+
+
 def measure(args, path, restore):
-    """(PSNR, SSIM, restored uint8) of one image; raises `ImageReadError` for a bad file."""
+    """(PSNR, SSIM, restored uint8) of one image; raises `ValueError` naming a bad file."""
     truth = image_io.to_integers(image_io.read_image(path).pixels)
+    check_size(args, path, truth)
     pixels, target = degrade(args, path, truth)
     restored = image_io.to_integers(restore(pixels))
     if restored.shape != target.shape:
@@ -80,28 +96,54 @@ def measure(args, path, restore):
             calculate_ssim(target, restored, args.shave, y), restored)
 
 
-def evaluate_folder(args, folder, restore):
+def benchmark_sets(folders):
+    """{set name: (folder, its images)}; names are the folders' own, made unique (two
+    folders called Set5 give Set5 and Set5_2), as they name the reports' rows and --save's
+    subfolders."""
+    names = unique_names([[os.path.basename(os.path.normpath(f))] for f in folders])
+    return {name: (folder, image_io.list_images(folder) if os.path.isdir(folder) else [])
+            for name, folder in zip(names, folders)}
+
+
+def saved_paths(save_dir, name, paths):
+    """Where `--save` writes the restored images of the set `name`: unique PNG names."""
+    stems = unique_names([name_preferences(path) for path in paths])
+    return [os.path.join(save_dir, name, stem + ".png") for stem in stems]
+
+
+def evaluate_folder(args, name, folder, paths, restore):
     """Per-image rows {'image', 'psnr', 'ssim'} and the number of images that failed."""
-    rows, failed = [], 0
-    paths = image_io.list_images(folder) if os.path.isdir(folder) else []
     if not paths:
         print(f"error: {folder}: not a folder with images", file=sys.stderr)
-        return rows, 1
-    for path in paths:
+        return [], 1
+    rows = []
+    targets = saved_paths(args.save, name, paths) if args.save else [None] * len(paths)
+    for path, target in zip(paths, targets):
         try:
-            psnr, ssim, restored = measure(args, path, restore)
-        except ValueError as error:  # ImageReadError, too small, wrong shape: name and go on
-            print(f"error: {error}" if path in str(error) else f"error: {path}: {error}",
-                  file=sys.stderr)
-            failed += 1
-            continue
-        name = os.path.basename(path)
-        rows.append({"image": name, "psnr": psnr, "ssim": ssim})
-        if args.save:
-            stem = os.path.splitext(name)[0]
-            out = os.path.join(args.save, os.path.basename(os.path.normpath(folder)), stem)
-            image_io.write_image(out + ".png", restored / 255.0)
-    return rows, failed
+            rows.append(evaluate_image(args, path, target, restore))
+        except ValueError as error:  # one line naming the file; the others go on
+            print(f"error: {error}", file=sys.stderr)
+    return rows, len(paths) - len(rows)
+
+
+def evaluate_image(args, path, target, restore):
+    """The row {'image', 'psnr', 'ssim'} of one image, its restoration saved to `target`
+    unless None; `ValueError` naming the file and whether reading, the model or writing
+    failed."""
+    try:
+        psnr, ssim, restored = measure(args, path, restore)
+    except ValueError as error:  # ImageReadError, too small, NaN output, wrong shape
+        raise ValueError(str(error) if path in str(error) else f"{path}: {error}") from None
+    except Exception as error:  # a model failure on one image must not stop the others
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path}: model failed: {first_line}") from None
+    if target:
+        try:
+            image_io.write_image(target, restored / 255.0)
+        except OSError as error:
+            raise ValueError(f"{path}: cannot write {target}: {error.strerror or error}") \
+                from None
+    return {"image": os.path.basename(path), "psnr": psnr, "ssim": ssim}
 
 
 def format_table(folder, rows):
@@ -121,12 +163,12 @@ def write_reports(out_dir, config, results):
     writer.writerow(["folder", "image", "psnr", "ssim"])
     for folder, rows in results.items():
         writer.writerows([folder, r["image"], f"{r['psnr']:.4f}", f"{r['ssim']:.6f}"] for r in rows)
-    image_io.write_atomically(os.path.join(out_dir, "per_image.csv"), table.getvalue())
+    image_io.write_atomically(os.path.join(out_dir, REPORTS[0]), table.getvalue())
     summary = {name: {"psnr": float(np.mean([r["psnr"] for r in rows])) if rows else None,
                       "ssim": float(np.mean([r["ssim"] for r in rows])) if rows else None,
                       "images": rows} for name, rows in results.items()}
     report = json.dumps({"config": config, "folders": summary}, indent=2)
-    image_io.write_atomically(os.path.join(out_dir, "results.json"), report + "\n")
+    image_io.write_atomically(os.path.join(out_dir, REPORTS[1]), report + "\n")
 
 
 def add_arguments(parser):
@@ -140,7 +182,8 @@ def add_arguments(parser):
     parser.add_argument("--data", nargs="+", required=True, metavar="DIR",
                         help="benchmark folders of ground-truth images")
     parser.add_argument("--out", help="folder for per_image.csv and results.json")
-    parser.add_argument("--save", help="folder for the restored images (one subfolder per set)")
+    parser.add_argument("--save", help="folder for the restored images (one subfolder per set; "
+                                       "never one holding the ground truth)")
     parser.add_argument("--test-y-channel", action=argparse.BooleanOptionalAction,
                         help="measure RGB on BT.601 Y (default: yes for sr, no otherwise)")
     parser.add_argument("--shave", type=int, help="border pixels ignored (default: scale)")
@@ -170,31 +213,70 @@ def _resolve(args, info):
         args.shave = args.scale if args.task == "sr" else 0
 
 
-def run(args):
-    """Evaluate every folder; prints tables, writes reports; non-zero status on failures."""
-    try:
-        restorer = None
-        if args.model:
-            from pnen_tf.restore import load_restorer
+def planned_outputs(args, sets):
+    """Every file the run may write: the reports, and with --save the restored images."""
+    outputs = [os.path.join(args.out, n) for n in REPORTS] if args.out else []
+    if args.save:
+        for name, (_, paths) in sets.items():
+            outputs += saved_paths(args.save, name, paths)
+    return outputs
 
-            restorer = load_restorer(args.model, args.scale if args.task == "sr" else None)
-        _resolve(args, restorer.info if restorer else {})
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+
+def _load(args):
+    """The model's `Restorer` (None for a baseline), the options resolved; `ValueError`
+    (`OSError`) for a bad model or options, before any image is restored."""
+    restorer = None
+    if args.model:
+        from pnen_tf.restore import load_restorer
+
+        restorer = load_restorer(args.model, args.scale if args.task == "sr" else None)
+    _resolve(args, restorer.info if restorer else {})
+    if restorer and args.task == "sr" and restorer.scale != args.scale:
+        raise ValueError(f"{args.model} is a x{restorer.scale} model, --scale {args.scale} asked")
+    return restorer
+
+
+def run(args):
+    """Evaluate every folder; prints tables, writes reports. Exit status 0 if every image
+    was measured, 1 if an image or folder failed (one line each), 2 if nothing was run (bad
+    model or options, an output location that cannot be written or would overwrite an input).
+    """
+    sets = benchmark_sets(args.data)
+    inputs = [path for _, paths in sets.values() for path in paths]
+    with contextlib.ExitStack() as folders:
+        try:
+            refuse_overwriting_inputs(planned_outputs(args, sets),
+                                      inputs + ([args.model] if args.model else []))
+            for folder in filter(None, (args.out, args.save)):
+                folders.enter_context(output_folder(folder))
+            restorer = _load(args)
+        except (OSError, ValueError) as error:  # OutputError too: all before any restoring
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return _evaluate(args, sets, restorer)
+
+
+def _evaluate(args, sets, restorer):
+    """Measure every set with `restorer` (or the baseline), print the tables, write the
+    reports; the exit status."""
     restore = restorer.restore if restorer else baseline(args.baseline, args.scale)
     results, failed = {}, 0
-    for folder in args.data:
-        rows, folder_failed = evaluate_folder(args, folder, restore)
+    for name, (folder, paths) in sets.items():
+        rows, folder_failed = evaluate_folder(args, name, folder, paths, restore)
         failed += folder_failed
-        results[os.path.basename(os.path.normpath(folder))] = rows
+        results[name] = rows
         print(format_table(folder, rows) + "\n")
     if args.out:
         config = {k: getattr(args, k) for k in ("task", "scale", "sigma", "filter", "model",
                                                 "baseline", "test_y_channel", "shave")}
-        write_reports(args.out, config, results)
+        try:
+            write_reports(args.out, config, results)
+        except OSError as error:
+            print(f"error: cannot write the reports into {args.out}: "
+                  f"{error.strerror or error}", file=sys.stderr)
+            failed += 1
     if failed:
-        print(f"{failed} image(s) or folder(s) failed", file=sys.stderr)
+        print(f"{failed} image(s), folder(s) or report(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import sys
 import types
 
@@ -124,3 +125,113 @@ def test_model_for_another_task_is_refused(folder, tmp_path, capsys):
     assert evaluate.main(["--task", "smooth", "--filter", "l0", "--model", model,
                           "--data", str(folder)]) == 2
     assert "trained for 'denoise'" in capsys.readouterr().err
+
+
+# --- Bad input never costs the user a file or a report (issue 15) ---------------------------
+
+def _error_lines(err):
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def _x2_model(tmp_path):
+    """A tiny 'lr' x2 RGB model (nearest-neighbour upsampling) that records its facts."""
+    inputs = keras.Input((None, None, 3))
+    path = str(tmp_path / "x2.keras")
+    saving.save_model(keras.Model(inputs, keras.layers.UpSampling2D(2)(inputs)), path,
+                      {"task": "sr", "scale": 2, "in_channels": 3, "input": "lr"})
+    return path
+
+
+def _png_bomb(path):
+    """A PNG whose header claims 30000x30000 pixels: Pillow's decompression-bomb check."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+
+
+def test_save_never_writes_over_the_ground_truth(folder, tmp_path, monkeypatch, capsys):
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    monkeypatch.setattr(evaluate, "measure", lambda *a: pytest.fail("an image was restored"))
+    status = evaluate.main(["--task", "sr", "--scale", "2", "--baseline", "bicubic",
+                            "--data", str(folder), "--save", str(tmp_path)])
+    assert status == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "would overwrite the input" in line and str(folder / "a.png") in line
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_saved_names_are_unique_within_a_set_and_across_sets(folder, tmp_path):
+    write_image(folder / "a.jpg", np.random.default_rng(1).random((24, 24, 3)))
+    other = tmp_path / "elsewhere" / "Tiny"  # a second set of the same name
+    write_image(other / "a.png", np.random.default_rng(2).random((24, 24, 3)))
+    save, out = tmp_path / "saved", tmp_path / "report"
+    assert evaluate.main(["--task", "sr", "--scale", "2", "--baseline", "bicubic", "--data",
+                          str(folder), str(other), "--save", str(save), "--out", str(out)]) == 0
+    assert sorted(os.listdir(save / "Tiny")) == ["a.png", "a_png.png", "b.png"]  # a.jpg: a.png
+    assert os.listdir(save / "Tiny_2") == ["a.png"]
+    assert sorted(json.load(open(out / "results.json"))["folders"]) == ["Tiny", "Tiny_2"]
+    for source, saved in ((folder / "a.jpg", save / "Tiny" / "a.png"),
+                          (folder / "a.png", save / "Tiny" / "a_png.png"),
+                          (other / "a.png", save / "Tiny_2" / "a.png")):
+        hr = to_integers(read_image(source).pixels)
+        hr = hr[: hr.shape[0] // 2 * 2, : hr.shape[1] // 2 * 2]  # modcrop(x, 2)
+        lr = to_integers(imresize(hr / 255.0, 1 / 2).numpy()) / 255.0
+        np.testing.assert_array_equal(to_integers(read_image(saved).pixels),
+                                      to_integers(imresize(lr, 2).numpy()))
+
+
+def test_a_non_finite_output_is_an_error_not_a_score(folder, tmp_path, capsys):
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(3, 3, padding="same")
+    model = keras.Model(inputs, conv(inputs))
+    conv.kernel.assign(np.full(conv.kernel.shape, np.nan, np.float32))
+    path = str(tmp_path / "nan.keras")
+    saving.save_model(model, path, {"task": "denoise", "sigma": 25, "in_channels": 3,
+                                    "input": "same", "scale": 1})
+    assert evaluate.main(["--model", path, "--data", str(folder), "--out", str(tmp_path / "r")]) == 1
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 2 and all("NaN" in line for line in lines)
+    assert str(folder / "a.png") in lines[0] and str(folder / "b.png") in lines[1]
+    assert json.load(open(tmp_path / "r" / "results.json"))["folders"]["Tiny"]["psnr"] is None
+
+
+@pytest.mark.parametrize("option", ["--save", "--out"])
+def test_output_locations_are_checked_before_the_model_runs(folder, tmp_path, monkeypatch,
+                                                           capsys, option):
+    import pnen_tf.restore
+
+    monkeypatch.setattr(pnen_tf.restore, "load_restorer", lambda *a, **k: pytest.fail("loaded"))
+    (tmp_path / "file").write_text("mine")
+    assert evaluate.main(["--model", "any.keras", "--data", str(folder),
+                          option, str(tmp_path / "file")]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert str(tmp_path / "file") in line and "exists and is not a folder" in line
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_one_bad_file_does_not_stop_the_run_or_the_report(folder, tmp_path, capsys):
+    _png_bomb(folder / "bomb.png")
+    write_image(folder / "dot.png", np.zeros((1, 1, 3)))
+    out = tmp_path / "report"
+    assert evaluate.main(["--task", "sr", "--scale", "2", "--baseline", "bicubic",
+                          "--data", str(folder), "--out", str(out)]) == 1
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 2
+    assert str(folder / "bomb.png") in lines[0] and "too large to decode safely" in lines[0]
+    assert str(folder / "dot.png") in lines[1] and "image is 1x1 pixels, too small" in lines[1]
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    assert [r["image"] for r in rows] == ["a.png", "b.png"]
+
+
+def test_a_wrong_scale_is_refused_before_restoring(folder, tmp_path, monkeypatch, capsys):
+    model = _x2_model(tmp_path)
+    monkeypatch.setattr(evaluate, "measure", lambda *a: pytest.fail("an image was restored"))
+    assert evaluate.main(["--model", model, "--scale", "3", "--data", str(folder)]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "x2 model, --scale 3" in line
