@@ -2,8 +2,13 @@
 
 Both protocols use the SavedModel's signatures (see `export.saved_model`): `restore_image`
 sends encoded images and gets PNGs back, `serving_default` sends float arrays in [0, 1].
-REST needs only the standard library and NumPy; gRPC needs the `serving` extra
+REST needs the standard library, NumPy and Pillow; gRPC needs the `serving` extra
 (`tensorflow-serving-api`).
+
+The server is not trusted: `--timeout` bounds a whole call (connecting, sending, reading),
+not each network read, and a reply is checked before anything is written — PNG bytes must
+decode as a PNG, sizes must be the input's times the scale (`--scale`, or any whole
+multiple), float results must be finite. Every failure names the server.
 
 Example, against a server started as in docs/serving.md:
 
@@ -12,14 +17,20 @@ Example, against a server started as in docs/serving.md:
 """
 
 import base64
+import binascii
+import http.client
+import io
 import json
-import urllib.error
-import urllib.request
+import socket
+import threading
+import time
+import urllib.parse
 
 import numpy as np
 
 from export import _cli
 from export._atomic import staged_file
+from pnen_tf._outputs import output_file_folder, refuse_overwriting_inputs
 from export.signatures import (
     BYTES_SIGNATURE, IMAGE_BYTES, IMAGES, PNG_BYTES, RESTORED, SERVING_SIGNATURE,
 )
@@ -95,6 +106,10 @@ def parse_grpc_array(response):
 class ServingClient:
     """One served model, reached over `protocol` ('rest' or 'grpc') at `host:port`.
 
+    `timeout` (seconds) bounds each call as a whole. `scale`, if given, is the size ratio the
+    replies must have (the model's SR scale; 1 for the others); by default any whole multiple
+    of the input's size is accepted.
+
     Example:
 
         client = ServingClient("localhost", model="pnen")
@@ -102,46 +117,98 @@ class ServingClient:
     """
 
     def __init__(self, host="localhost", port=None, *, model, protocol="rest", version=None,
-                 timeout=60.0):
+                 timeout=60.0, scale=None):
         if protocol not in DEFAULT_PORTS:
             raise ValueError(f"protocol must be one of {sorted(DEFAULT_PORTS)}, got {protocol!r}")
         self.host, self.port = host, port or DEFAULT_PORTS[protocol]
         self.model, self.protocol, self.version, self.timeout = model, protocol, version, timeout
+        self.scale = scale
+
+    @property
+    def server(self):
+        """How failures name the server: the REST URL, or gRPC's `host:port`."""
+        if self.protocol == "rest":
+            return rest_url(self.host, self.port, self.model, self.version)
+        return f"{self.host}:{self.port}"
 
     def restore_bytes(self, images):
         """PNG bytes of the restoration of each encoded image (PNG/JPEG bytes) in `images`."""
+        images = list(images)
+        sizes = [_checked_size(image, f"image {i} to send is") for i, image in enumerate(images)]
         if self.protocol == "rest":
-            return parse_rest_bytes(self._post(rest_bytes_body(images)))
-        return parse_grpc_bytes(self._predict(grpc_bytes_request(self.model, images, self.version)))
+            pngs = self._parsed(parse_rest_bytes, self._post(rest_bytes_body(images)))
+        else:
+            request = grpc_bytes_request(self.model, images, self.version)
+            pngs = self._parsed(parse_grpc_bytes, self._predict(request))
+        self._check_count(len(pngs), len(images))
+        for i, (size, png) in enumerate(zip(sizes, pngs)):
+            what = f"TF Serving at {self.server} returned image {i} that is"
+            self._check_size(f"image {i}", size, _checked_size(png, what, formats=("PNG",)))
+        return pngs
 
     def restore_array(self, batch):
         """The model's float output for a float32 batch `[B, H, W, C]` in [0, 1]."""
+        batch = np.asarray(batch, np.float32)
         if self.protocol == "rest":
-            return parse_rest_array(self._post(rest_array_body(batch)))
-        return parse_grpc_array(self._predict(grpc_array_request(self.model, batch, self.version)))
+            restored = self._parsed(parse_rest_array, self._post(rest_array_body(batch)))
+        else:
+            request = grpc_array_request(self.model, batch, self.version)
+            restored = self._parsed(parse_grpc_array, self._predict(request))
+        if restored.ndim != 4 or restored.shape[-1] != batch.shape[-1]:
+            raise ValueError(f"TF Serving at {self.server} returned shape {restored.shape} for "
+                             f"a batch of shape {batch.shape}")
+        self._check_count(len(restored), len(batch))
+        self._check_size("the batch", batch.shape[2:0:-1], restored.shape[2:0:-1])
+        bad = restored.size - np.count_nonzero(np.isfinite(restored))
+        if bad:
+            raise ValueError(f"TF Serving at {self.server} returned {bad} NaN or infinite values")
+        return restored
+
+    def _parsed(self, parse, reply):
+        """`parse(reply)`, a reply of the wrong structure reported as the server's fault."""
+        try:
+            return parse(reply)
+        except (KeyError, IndexError, TypeError, ValueError, binascii.Error) as error:
+            raise ValueError(f"TF Serving at {self.server} sent a reply without the expected "
+                             f"predictions ({type(error).__name__}: {error})") from None
+
+    def _check_count(self, got, sent):
+        if got != sent:
+            raise ValueError(f"TF Serving at {self.server} returned {got} results for {sent} "
+                             "images")
+
+    def _check_size(self, what, size, restored_size):
+        """`restored_size` (width, height) must be `size` times the scale (by default, any
+        whole multiple: the server knows the model's scale, the client may not)."""
+        (width, height), (out_width, out_height) = size, restored_size
+        scale = self.scale or out_width // max(width, 1)
+        if scale < 1 or (out_width, out_height) != (width * scale, height * scale):
+            expected = f"x{self.scale}" if self.scale else "a whole multiple"
+            raise ValueError(f"TF Serving at {self.server} returned {what} at "
+                             f"{out_width}x{out_height} for {width}x{height} pixels "
+                             f"(expected {expected})")
 
     def _post(self, body):
-        url = rest_url(self.host, self.port, self.model, self.version)
-        request = urllib.request.Request(
-            url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
+        url = self.server
+        status, data = _http_post(url, json.dumps(body).encode(), self.timeout)
+        if status != 200:
+            detail = " ".join(data.decode(errors="replace").split())[:300]  # one line
+            raise ValueError(f"TF Serving at {url} answered {status}: {detail}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
-                return json.load(answer)
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode(errors="replace")
-            raise ValueError(f"TF Serving at {url} answered {error.code}: {detail}") from None
-        except urllib.error.URLError as error:
-            raise ConnectionError(f"cannot reach TF Serving at {url}: {error.reason}") from None
+            return json.loads(data)
+        except ValueError:
+            shown = repr(data[:80]) if data else "an empty body"
+            raise ValueError(f"TF Serving at {url} answered 200 but not with JSON: "
+                             f"{shown}") from None
 
     def _predict(self, request):
         import grpc
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-        target = f"{self.host}:{self.port}"
+        target = self.server
         with grpc.insecure_channel(target) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            try:
+            try:  # gRPC's timeout is a deadline for the whole call
                 return stub.Predict(request, timeout=self.timeout)
             except grpc.RpcError as error:
                 detail = error.details()
@@ -150,13 +217,85 @@ class ServingClient:
                 raise ValueError(f"TF Serving at {target} answered {error.code().name}: {detail}") from None
 
 
+def _http_post(url, payload, timeout):
+    """(status, body) of a JSON POST to `url`, all of it within `timeout` seconds.
+
+    A socket timeout bounds each read only: a server sending a byte a second would never
+    trip it. So once connected, a timer shuts the socket down at the deadline, which ends
+    whatever read is waiting.
+    """
+    deadline = time.monotonic() + timeout
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.connect()
+    except OSError as error:
+        connection.close()
+        raise ConnectionError(f"cannot reach TF Serving at {url}: "
+                              f"{error.strerror or error}") from None
+    expired = threading.Event()
+    watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _cut,
+                               (connection.sock, expired))
+    watchdog.start()
+    try:
+        connection.request("POST", parts.path, body=payload,
+                           headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    except (OSError, http.client.HTTPException) as error:
+        if expired.is_set():
+            raise TimeoutError(f"TF Serving at {url} did not answer within {timeout:g} s") \
+                from None
+        raise ConnectionError(f"TF Serving at {url} broke off: "
+                              f"{type(error).__name__}: {error}") from None
+    finally:
+        watchdog.cancel()
+        connection.close()
+
+
+def _cut(sock, expired):
+    """The watchdog: mark the call expired and end its waiting read."""
+    expired.set()
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed: the call ended at the deadline anyway
+        pass
+
+
+def _checked_size(data, what, formats=None):
+    """(width, height) of encoded image bytes; a `ValueError` starting with `what` if Pillow
+    cannot decode them all, they are not in `formats`, or they hold several frames."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data), formats=formats) as image:
+            image.load()
+            frames, size = getattr(image, "n_frames", 1), image.size
+    except Exception as error:  # Pillow raises many types for bytes that are not an image
+        kind = " or ".join(formats) if formats else "an image"
+        start = f", starting {data[:16]!r}" if data else ""
+        raise ValueError(f"{what} not {kind} ({len(data)} bytes{start}: {error})") from None
+    if frames > 1:  # the server would restore the first frame alone
+        raise ValueError(f"{what} an animation of {frames} frames; only single images are "
+                         "restored")
+    return size
+
+
 def restore_file(in_path, out_path, client):
-    """Send the image file `in_path` through `client`; write the restored PNG to `out_path`."""
+    """Send the image file `in_path` through `client`; write the restored PNG to `out_path`.
+
+    Checked before anything is sent: the input is a single image, `out_path` is not the input
+    and its folder can be written. Nothing is written unless the reply passed the checks.
+    """
+    refuse_overwriting_inputs([out_path], [in_path])
     with open(in_path, "rb") as file:
-        (png,) = client.restore_bytes([file.read()])
-    with staged_file(out_path, suffix=".png") as staging:
-        with open(staging, "wb") as file:
-            file.write(png)
+        data = file.read()
+    _checked_size(data, f"{in_path} is")
+    with output_file_folder(out_path):
+        (png,) = client.restore_bytes([data])
+        with staged_file(out_path, suffix=".png") as staging:
+            with open(staging, "wb") as file:
+                file.write(png)
 
 
 DESCRIPTION = "restore an image file with a model served by TF Serving (REST or gRPC)"
@@ -170,14 +309,18 @@ def add_arguments(parser):
     parser.add_argument("--protocol", choices=sorted(DEFAULT_PORTS), default="rest")
     parser.add_argument("--port", type=int, help="default 8501 for rest, 8500 for grpc")
     parser.add_argument("--version", type=int, help="a model version (default: the newest)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds for the whole call, connecting and reading included")
+    parser.add_argument("--scale", type=int,
+                        help="the model's scale, to check the reply's size exactly (default: "
+                             "any whole multiple of the input's)")
 
 
 @_cli.reports_user_errors
 def run(args):
     """Restore `args.input` into `args.output` through the server `args` name."""
     client = ServingClient(args.host, args.port, model=args.model, protocol=args.protocol,
-                           version=args.version, timeout=args.timeout)
+                           version=args.version, timeout=args.timeout, scale=args.scale)
     restore_file(args.input, args.output, client)
     print(f"restored {args.input} -> {args.output} via {args.protocol} {args.host}:{client.port}")
 

@@ -6,7 +6,8 @@ Two signatures, both with dynamic batch, height and width:
   `restored`, float32 (height and width times `scale` for a model that takes the LR image).
 - `restore_image`: `image_bytes`, encoded PNG/JPEG/BMP/GIF as a string tensor of shape
   `[batch]` or a scalar -> `png_bytes`, PNG of the same shape. Images in one batch may differ
-  in size (names: `export.signatures`).
+  in size (names: `export.signatures`). A NaN or infinite model output fails the request
+  (`InvalidArgument`) rather than come back as black pixels.
 
 The model's facts are stored as `assets/pnen_tf.json` (see `read_export_info`).
 
@@ -85,6 +86,9 @@ def _bytes_endpoint(restore, info):
             data, channels=info["in_channels"], expand_animations=False, dtype=tf.float32
         )
         restored = restore(prepare(image[tf.newaxis]))[0]
+        # Clipped and encoded, NaN would be a black pixel: the request fails instead.
+        restored = tf.debugging.assert_all_finite(
+            restored, "the model's output holds NaN or infinite values")
         pixels = tf.round(tf.clip_by_value(restored, 0.0, 1.0) * 255.0)
         return tf.io.encode_png(tf.cast(pixels, tf.uint8))
 

@@ -280,3 +280,156 @@ def test_docs_rest_examples_work(rest_stand_in, serving_docs_block, docs_env, tm
     assert np.asarray(floats["predictions"]).shape == (1, 1, 2, 3)
     (tmp_path / "restored.png").unlink()
     run_block("ServingClient(", ["python", "-c"])
+
+
+# --- The client does not trust the server (issue 15) ----------------------------------------
+
+
+def _answering(answer):
+    """A REST stand-in whose every POST gets `answer(request_json)` -> (status, body bytes)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status, body = answer(request)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _predictions(*items):
+    return 200, json.dumps({"predictions": list(items)}).encode()
+
+
+def _b64(data):
+    return {"b64": base64.b64encode(data).decode()}
+
+
+@pytest.fixture
+def noisy(tmp_path):
+    path = tmp_path / "noisy.png"
+    path.write_bytes(_png(9, size=(12, 17)))
+    return path
+
+
+@pytest.mark.parametrize("answer, problem", [
+    (lambda r: _predictions(_b64(tf.io.encode_jpeg(np.zeros((12, 17, 3), np.uint8)).numpy())),
+     "returned image 0 that is not PNG"),
+    (lambda r: _predictions(_b64(b"")), "returned image 0 that is not PNG (0 bytes"),
+    (lambda r: _predictions(_b64(_png(1, size=(5, 5)))), "returned image 0 at 5x5 for 17x12"),
+    (lambda r: _predictions(_b64(_png(1)), _b64(_png(2))), "returned 2 results for 1 images"),
+    (lambda r: (200, b""), "answered 200 but not with JSON: an empty body"),
+    (lambda r: (200, b"<html><body>proxy login</body></html>"), "but not with JSON: b'<html>"),
+    (lambda r: (502, b"<html>\n<h1>Bad Gateway</h1>\n</html>"), "answered 502: <html> <h1>Bad"),
+    (lambda r: (200, b'{"outputs": []}'), "without the expected predictions (KeyError"),
+])
+def test_a_bad_reply_is_one_line_naming_the_server_and_writes_nothing(noisy, tmp_path, capsys,
+                                                                     answer, problem):
+    server = _answering(answer)
+    port = server.server_address[1]
+    try:
+        status = serving.main([str(noisy), str(tmp_path / "restored.png"), "--model", MODEL,
+                               "--host", "127.0.0.1", "--port", str(port)])
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err, err
+    (line,) = err.strip().splitlines()
+    assert f"TF Serving at http://127.0.0.1:{port}/v1/models/{MODEL}:predict" in line
+    assert problem in line, line
+    assert sorted(os.listdir(tmp_path)) == ["noisy.png"]
+
+
+def _with_non_finite():
+    reply = np.full((1, 3, 4, 3), 0.5)
+    reply[0, 1, 2, 0], reply[0, 2, 3, 1], reply[0, 0, 0, 2] = np.nan, np.inf, -np.inf
+    return reply
+
+
+@pytest.mark.parametrize("reply, scale, problem", [
+    (_with_non_finite(), None, "returned 3 NaN or infinite values"),
+    (np.full((1, 2, 4, 3), 0.5), None, "returned the batch at 4x2 for 4x3 pixels"),
+    (np.full((1, 6, 8, 3), 0.5), 3, "at 8x6 for 4x3 pixels (expected x3)"),
+    (np.full((1, 3, 4, 1), 0.5), None, "returned shape (1, 3, 4, 1) for a batch of shape (1, 3, 4, 3)"),
+    (np.full((2, 3, 4, 3), 0.5), None, "returned 2 results for 1 images"),
+])
+def test_float_replies_are_checked(reply, scale, problem):
+    server = _answering(lambda r: _predictions(*reply.tolist()))
+    client = serving.ServingClient("127.0.0.1", server.server_address[1], model=MODEL, scale=scale)
+    try:
+        with pytest.raises(ValueError, match=re.escape(problem)) as info:
+            client.restore_array(np.full((1, 3, 4, 3), 0.5, np.float32))
+    finally:
+        server.shutdown()
+    assert client.server in str(info.value)
+
+
+def test_a_finite_reply_at_a_whole_multiple_of_the_size_is_accepted():
+    server = _answering(lambda r: _predictions(*np.full((1, 6, 8, 3), 0.25).tolist()))
+    client = serving.ServingClient("127.0.0.1", server.server_address[1], model=MODEL)
+    try:
+        restored = client.restore_array(np.zeros((1, 3, 4, 3), np.float32))
+    finally:
+        server.shutdown()
+    np.testing.assert_array_equal(restored, np.full((1, 6, 8, 3), 0.25, np.float32))
+
+
+def _dripping_server(seconds=8.0):
+    """A server that answers a byte every 0.5 s: no single read ever waits a whole second."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        connection, _ = listener.accept()
+        deadline = time.monotonic() + seconds
+        reply = b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n" + b'{"predictions": []}'.ljust(40)
+        with connection:
+            connection.recv(1 << 20)
+            for byte in reply:
+                if time.monotonic() > deadline:
+                    break
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:  # the client gave up: what this test wants
+                    break
+                time.sleep(0.5)
+        listener.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def test_the_timeout_bounds_the_whole_call(noisy, tmp_path, capsys):
+    port = _dripping_server()
+    start = time.monotonic()
+    status = serving.main([str(noisy), str(tmp_path / "restored.png"), "--model", MODEL,
+                           "--host", "127.0.0.1", "--port", str(port), "--timeout", "1"])
+    elapsed = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert status == 1 and elapsed < 3, (elapsed, err)
+    assert f"TF Serving at http://127.0.0.1:{port}/" in err and "within 1 s" in err
+    assert sorted(os.listdir(tmp_path)) == ["noisy.png"]
+
+
+def test_input_and_output_are_checked_before_anything_is_sent(noisy, tmp_path, capsys):
+    port = str(_free_port())  # nothing listens: reaching the server would be another error
+    before = noisy.read_bytes()
+    for output, problem in ((noisy, "would overwrite the input"), (tmp_path, "is a folder"),
+                            (tmp_path / "noisy.png" / "x.png", "exists and is not a folder")):
+        assert serving.main([str(noisy), str(output), "--model", MODEL, "--port", port]) == 1
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert problem in line and "cannot reach" not in line, line
+    assert noisy.read_bytes() == before
+    (tmp_path / "notes.png").write_text("not an image")
+    assert serving.main([str(tmp_path / "notes.png"), str(tmp_path / "o.png"), "--model", MODEL,
+                         "--port", port]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert str(tmp_path / "notes.png") in line and "not an image" in line
+    assert sorted(os.listdir(tmp_path)) == ["noisy.png", "notes.png"]

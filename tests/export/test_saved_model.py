@@ -172,3 +172,21 @@ def test_docs_model_and_info_examples_work(saved_models, onnx_files, serving_doc
     result = subprocess.run(["python", "-c", code], cwd=tmp_path, env=env, check=True,
                             capture_output=True, text=True)
     assert result.stdout.split() == ["pnen"]
+
+
+def test_a_non_finite_output_fails_the_bytes_request_instead_of_a_black_png(tmp_path):
+    import keras
+
+    from pnen_tf.saving import save_model
+
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(3, 3, padding="same")
+    model = keras.Model(inputs, conv(inputs))
+    conv.kernel.assign(np.full(conv.kernel.shape, np.nan, np.float32))
+    save_model(model, str(tmp_path / "nan.keras"), {"task": "denoise", "scale": 1,
+                                                    "in_channels": 3, "input": "same"})
+    export_saved_model(str(tmp_path / "nan.keras"), str(tmp_path / "nan"), 1)
+    restore = tf.saved_model.load(str(tmp_path / "nan" / "1")).signatures["restore_image"]
+    png = tf.io.encode_png(np.full((6, 7, 3), 128, np.uint8)).numpy()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite"):
+        restore(image_bytes=tf.constant([png]))
