@@ -2,7 +2,7 @@
 
 Both protocols use the SavedModel's signatures (see `export.saved_model`): `restore_image`
 sends encoded images and gets PNGs back, `serving_default` sends float arrays in [0, 1].
-REST needs the standard library, NumPy and Pillow; gRPC needs the `serving` extra
+REST needs nothing beyond the package's own dependencies; gRPC needs the `serving` extra
 (`tensorflow-serving-api`).
 
 The server is not trusted: `--timeout` bounds a whole call (connecting, sending, reading),
@@ -18,18 +18,14 @@ Example, against a server started as in docs/serving.md:
 
 import base64
 import binascii
-import http.client
 import io
 import json
-import socket
-import threading
-import time
-import urllib.parse
 
 import numpy as np
 
 from export import _cli
 from export._atomic import staged_file
+from export._http import post
 from pnen_tf._outputs import output_file_folder, refuse_overwriting_inputs
 from export.signatures import (
     BYTES_SIGNATURE, IMAGE_BYTES, IMAGES, PNG_BYTES, RESTORED, SERVING_SIGNATURE,
@@ -190,7 +186,7 @@ class ServingClient:
 
     def _post(self, body):
         url = self.server
-        status, data = _http_post(url, json.dumps(body).encode(), self.timeout)
+        status, data = post(url, json.dumps(body).encode(), self.timeout)
         if status != 200:
             detail = " ".join(data.decode(errors="replace").split())[:300]  # one line
             raise ValueError(f"TF Serving at {url} answered {status}: {detail}")
@@ -215,51 +211,6 @@ class ServingClient:
                 if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise ConnectionError(f"cannot reach TF Serving at {target}: {detail}") from None
                 raise ValueError(f"TF Serving at {target} answered {error.code().name}: {detail}") from None
-
-
-def _http_post(url, payload, timeout):
-    """(status, body) of a JSON POST to `url`, all of it within `timeout` seconds.
-
-    A socket timeout bounds each read only: a server sending a byte a second would never
-    trip it. So once connected, a timer shuts the socket down at the deadline, which ends
-    whatever read is waiting.
-    """
-    deadline = time.monotonic() + timeout
-    parts = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        connection.connect()
-    except OSError as error:
-        connection.close()
-        raise ConnectionError(f"cannot reach TF Serving at {url}: "
-                              f"{error.strerror or error}") from None
-    expired = threading.Event()
-    watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _cut,
-                               (connection.sock, expired))
-    watchdog.start()
-    try:
-        connection.request("POST", parts.path, body=payload,
-                           headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        return response.status, response.read()
-    except (OSError, http.client.HTTPException) as error:
-        if expired.is_set():
-            raise TimeoutError(f"TF Serving at {url} did not answer within {timeout:g} s") \
-                from None
-        raise ConnectionError(f"TF Serving at {url} broke off: "
-                              f"{type(error).__name__}: {error}") from None
-    finally:
-        watchdog.cancel()
-        connection.close()
-
-
-def _cut(sock, expired):
-    """The watchdog: mark the call expired and end its waiting read."""
-    expired.set()
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:  # already closed: the call ended at the deadline anyway
-        pass
 
 
 def _checked_size(data, what, formats=None):
