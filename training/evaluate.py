@@ -101,8 +101,12 @@ def benchmark_sets(folders):
     folders called Set5 give Set5 and Set5_2), as they name the reports' rows and --save's
     subfolders."""
     names = unique_names([[os.path.basename(os.path.normpath(f))] for f in folders])
-    return {name: (folder, image_io.list_images(folder) if os.path.isdir(folder) else [])
-            for name, folder in zip(names, folders)}
+    return {name: (folder, _images_in(folder)) for name, folder in zip(names, folders)}
+
+
+def _images_in(folder):
+    """The images of a benchmark folder; none for a path that is not a folder (reported)."""
+    return image_io.list_images(folder) if os.path.isdir(folder) else []
 
 
 def saved_paths(save_dir, name, paths):
@@ -111,8 +115,15 @@ def saved_paths(save_dir, name, paths):
     return [os.path.join(save_dir, name, stem + ".png") for stem in stems]
 
 
-def evaluate_folder(args, name, folder, paths, restore):
-    """Per-image rows {'image', 'psnr', 'ssim'} and the number of images that failed."""
+def evaluate_folder(args, folder, restore, paths=None, name=None):
+    """Per-image rows {'image', 'psnr', 'ssim'} and the number of images that failed.
+
+    `paths` are the folder's images (default: listed now), `name` the set's name, which
+    names its `--save` subfolder (default: the folder's own).
+    """
+    if paths is None:
+        paths = _images_in(folder)
+    name = name or os.path.basename(os.path.normpath(folder))
     if not paths:
         print(f"error: {folder}: not a folder with images", file=sys.stderr)
         return [], 1
@@ -262,7 +273,7 @@ def _evaluate(args, sets, restorer):
     restore = restorer.restore if restorer else baseline(args.baseline, args.scale)
     results, failed = {}, 0
     for name, (folder, paths) in sets.items():
-        rows, folder_failed = evaluate_folder(args, name, folder, paths, restore)
+        rows, folder_failed = evaluate_folder(args, folder, restore, paths, name)
         failed += folder_failed
         results[name] = rows
         print(format_table(folder, rows) + "\n")
