@@ -116,10 +116,13 @@ class _Tiles:
         self.query = query
         self.num_queries = ops.shape(query)[1]
         self.num_keys = ops.shape(key)[1]
-        self.query_chunk = query_chunk
+        # A chunk planned for sizes unknown until now (a dynamic-size graph) may exceed the
+        # queries: it would only add repeated rows, 26 GB of them for a large memory budget.
+        self.query_chunk = (min(query_chunk, self.num_queries) if isinstance(self.num_queries, int)
+                            else ops.minimum(query_chunk, self.num_queries))
         self.key_block = key_block
         self.matmul_dtype = matmul_dtype
-        self.num_chunks = (self.num_queries + query_chunk - 1) // query_chunk
+        self.num_chunks = (self.num_queries + self.query_chunk - 1) // self.query_chunk
         self.keys = _with_zero_row(_split(_pad_to_multiple(key, key_block), key_block))
         self.values = _with_zero_row(_split(_pad_to_multiple(value, key_block), key_block))
         # Per key of a block (the carry key last): its bias and its carry-logit coefficient.

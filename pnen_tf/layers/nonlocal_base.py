@@ -17,6 +17,26 @@ from pnen_tf.layers._validation import check_feature_map
 from pnen_tf.layers.attention import nonlocal_attention, wait_for
 
 
+def pad_same(x, kernel, stride):
+    """NHWC `x` zero-padded as TensorFlow's "same" padding pads it for a `kernel` x `kernel`
+    convolution at `stride`, so that a "valid" one gives ceil(H / stride) x ceil(W / stride)
+    outputs: any size works, 7x9 with stride 8 too.
+
+    Written out because the converted "same" convolution is wrong in ONNX: tf2onnx emits
+    SAME_UPPER for dynamic sizes, and onnxruntime does not clamp its total padding,
+    (ceil(H / s) - 1) * s + k - H, at zero. With a kernel smaller than the stride (the official
+    PNB's 3x3 keys at stride 8) that total is negative for most sizes, and onnxruntime crops
+    the map instead, shifting every key and value (an error of 0.3-3 on any photograph).
+    """
+    shape = ops.shape(x)
+    pads = [[0, 0]]
+    for size in (shape[1], shape[2]):
+        total = ((size + stride - 1) // stride - 1) * stride + kernel - size
+        total = max(total, 0) if isinstance(total, int) else ops.maximum(total, 0)
+        pads.append([total // 2, total - total // 2])
+    return ops.pad(x, pads + [[0, 0]])
+
+
 class NonLocalBase(layers.Layer):
     """Base class; subclasses implement `branch_specs(channels)`.
 
@@ -53,16 +73,18 @@ class NonLocalBase(layers.Layer):
             self.value_convs.append(self._conv(spec["value"], spec["kernel"], spec["stride"], f"value_{index}"))
             enhanced_channels += spec["value"]
         self.output_conv = self._conv(channels, 1, 1, "output")
+        # Built for any size: a strided conv sees the padded map (`pad_same`), not `input_shape`.
+        any_size = (None, None, None)
         for conv_list in (self.query_convs, self.key_convs, self.value_convs):
             for conv in conv_list:
-                conv.build(input_shape)
-        self.output_conv.build(tuple(input_shape[:-1]) + (enhanced_channels,))
+                conv.build(any_size + (channels,))
+        self.output_conv.build(any_size + (enhanced_channels,))
         self.input_spec = keras.InputSpec(ndim=4, axes={-1: channels})
 
     def _conv(self, filters, kernel, stride, name):
-        # "same" padding at a stride keeps ceil(H / s) rows: any size works, 7x9 with s=8 too.
-        return layers.Conv2D(filters, kernel, strides=stride, padding="same", name=name,
-                             dtype=self.dtype_policy)
+        # A strided key/value conv reads an input padded by `pad_same` (`_branch`).
+        return layers.Conv2D(filters, kernel, strides=stride, padding="same" if stride == 1 else "valid",
+                             name=name, dtype=self.dtype_policy)
 
     def call(self, inputs, training=None):
         check_feature_map(self, inputs.shape, self.channels)
@@ -127,8 +149,11 @@ class NonLocalBase(layers.Layer):
         """Branch `index`'s enhanced map (eq. 11), projected by its slice of T / psi; `query`:
         the shared query map, or None for the branch's own."""
         query = self.query_convs[index](inputs) if query is None else query
+        key_conv, value_conv = self.key_convs[index], self.value_convs[index]
+        if key_conv.strides[0] > 1:
+            inputs = pad_same(inputs, key_conv.kernel_size[0], key_conv.strides[0])
         enhanced = nonlocal_attention(
-            query, self.key_convs[index](inputs), self.value_convs[index](inputs),
+            query, key_conv(inputs), value_conv(inputs),
             memory_budget_mb=self.memory_budget_mb, query_chunk=self.query_chunk,
             key_block=self.key_block, attention_dtype=self.attention_dtype, sequential=sequential,
             flash_attention=self.flash_attention,

@@ -1,9 +1,11 @@
 """Tiny PNEN-family models (8 channels), saved as `.keras` and exported once per test session.
 
-Their attention budget (`memory_budget_mb`) is small enough that a LARGE image takes the
+PNEN's attention budget (`memory_budget_mb`) is small enough that a LARGE image takes the
 memory-linear (tiled) attention path in Keras while a SMALL one, whose sides are not multiples
-of 8, takes the direct path; the exported graphs have dynamic sizes and always tile. The parity
-tests therefore compare both Keras paths with the exported graphs.
+of 8, takes the direct path; the exported graphs have dynamic sizes and always tile. The MemNet
+forces small tiles, so that its exported graph runs several query chunks and key blocks at every
+parity size. PHOTO_LIKE sizes are above the 36x44 at which the ONNX export used to break
+(issue 20), with sides that are multiples of 8 and odd.
 """
 
 import os
@@ -21,6 +23,7 @@ from pnen_tf.saving import save_model
 ATTENTION_BUDGET_MB = 8
 SMALL = (21, 27)
 LARGE = (36, 44)
+PHOTO_LIKE = ((40, 48), (43, 37))
 PARITY_ATOL = 1e-4
 ONNX_OPSETS = {"pnen": None, "memnet_sr": 17}  # the default opset and an explicit one
 
@@ -30,7 +33,7 @@ BUILD_OPTIONS = {
     "pnen": dict(name="pnen", channels=8, num_groups=1),
     "memnet_sr": dict(name="memnet", scale=2, channels=8, nonlocal_block="pnb",
                       num_memory_blocks=1, num_recursions=1, nonlocal_before=(1,),
-                      nonlocal_options={"scales": (2,)}),
+                      nonlocal_options={"scales": (2,), "query_chunk": 96, "key_block": 31}),
 }
 MODEL_NAMES = tuple(BUILD_OPTIONS)
 
@@ -85,7 +88,7 @@ def loaded_signatures(saved_models):
 
 @pytest.fixture(scope="session")
 def onnx_files(tiny_models, tmp_path_factory):
-    """name -> (ONNX path, the probe error the exporter measured)."""
+    """name -> (ONNX path, the exporter's probes: `export.onnx.Probe`s)."""
     from export.onnx import export_onnx
 
     root = tmp_path_factory.mktemp("onnx")
@@ -101,7 +104,8 @@ def model_name(request):
     return request.param
 
 
-@pytest.fixture(params=[SMALL, LARGE], ids=["small-direct", "large-tiled"])
+@pytest.fixture(params=[SMALL, LARGE, *PHOTO_LIKE],
+                ids=["small-direct", "large-tiled", *(f"{h}x{w}" for h, w in PHOTO_LIKE)])
 def parity_size(request):
     return request.param
 

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import onnx
 import pytest
@@ -12,14 +13,14 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from export import read_export_info
-from export.onnx import DEFAULT_OPSET, export_onnx, main
+from export.onnx import DEFAULT_OPSET, MULTI_TILE, MULTI_TILE_PROBE, PROBE_SIZES, export_onnx, main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXPECTED_OPSET = {"pnen": DEFAULT_OPSET, "memnet_sr": 17}
 
 
 def test_onnx_graph_is_dynamic_and_carries_the_facts(model_name, tiny_models, onnx_files):
-    path, probe_error = onnx_files[model_name]
+    path, probes = onnx_files[model_name]
     model = onnx.load(path)
     (graph_input,) = model.graph.input
     dims = graph_input.type.tensor_type.shape.dim
@@ -32,8 +33,33 @@ def test_onnx_graph_is_dynamic_and_carries_the_facts(model_name, tiny_models, on
     for key, value in tiny_models[model_name].info.items():
         assert info[key] == value
     assert info["export"]["onnx_opset"] == EXPECTED_OPSET[model_name]
-    assert 0 <= probe_error <= 1e-4
+    assert all(0 <= probe.error <= 1e-4 for probe in probes)
     assert sorted(os.listdir(os.path.dirname(path))) == sorted(f"{n}.onnx" for n in onnx_files)
+
+
+def test_the_export_checks_a_photo_size_and_a_multi_tile_size(onnx_files, tiny_models):
+    """Every probe the exporter reports was measured; the forced-tile one runs >= 2 query chunks
+    and >= 2 key blocks in every attention (strides up to 8) of the converted graph."""
+    _, probes = onnx_files["pnen"]
+    assert [(p.size, p.tiles) for p in probes] == [(s, None) for s in PROBE_SIZES] + [(MULTI_TILE_PROBE, MULTI_TILE)]
+    assert (96, 128) in PROBE_SIZES
+    height, width = MULTI_TILE_PROBE
+    assert height * width > MULTI_TILE["query_chunk"]
+    assert -(-height // 8) * -(-width // 8) > MULTI_TILE["key_block"]
+
+
+def test_the_export_refuses_the_old_same_padding_bug(tiny_models, tmp_path, monkeypatch):
+    """Issue 20 put back: strided key/value convs with Keras' "same" padding, which tf2onnx
+    converts to an unclamped SAME_UPPER. The old 21x27 probe passed it; the export must not."""
+    from pnen_tf.layers import nonlocal_base
+
+    monkeypatch.setattr(nonlocal_base, "pad_same", lambda x, kernel, stride: x)
+    monkeypatch.setattr(nonlocal_base.NonLocalBase, "_conv", lambda self, filters, kernel, stride, name:
+                        keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", name=name))
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ValueError, match=r"differs from Keras by .* on a (96x128|40x37) probe.* was not written"):
+        export_onnx(tiny_models["pnen"].path, str(out))
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize("opset", [99, 7, "latest", -1])

@@ -29,6 +29,14 @@ def test_pnb_matches_numpy_equations(variant, tiled):
     _assert_matches_reference(layer, _input())
 
 
+@pytest.mark.parametrize("size", [(16, 22), (14, 13), (9, 17)])
+def test_strided_keys_are_padded_as_same_convolutions_at_every_remainder(size):
+    """A 3x3 key at stride 8 needs "same" padding of (ceil(H/8) - 1) * 8 + 3 - H, clamped at 0:
+    negative at H % 8 in {0, 6, 7} (16, 22, 14), zero or positive elsewhere (13, 9, 17)."""
+    layer = PyramidNonLocalBlock(scales=(2, 4, 8), query_chunk=16, key_block=5)
+    _assert_matches_reference(layer, _input(batch=1, height=size[0], width=size[1]))
+
+
 @pytest.mark.parametrize("variant", ["official", "classic"])
 def test_nlb_matches_numpy_equations(variant):
     _assert_matches_reference(NonLocalBlock(variant=variant, query_chunk=7, key_block=10), _input())
