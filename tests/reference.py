@@ -47,3 +47,33 @@ def layer_branches(layer):
         query_conv = layer.query_convs[index if len(layer.query_convs) > 1 else 0]
         branches.append((weights(query_conv), (*weights(key_conv), key_conv.strides[0]), weights(value_conv)))
     return branches, weights(layer.output_conv)
+
+
+def adaptive_average_pool(x, size):
+    """PyTorch's AdaptiveAvgPool2d on NHWC: bin i of an axis of length L is the window
+    [floor(i L / size), ceil((i + 1) L / size)), averaged window by window."""
+    batch, height, width, channels = x.shape
+    out = np.zeros((batch, size, size, channels), np.float64)
+    bounds = lambda i, length: ((i * length) // size, -(-((i + 1) * length) // size))  # noqa: E731
+    for i in range(size):
+        top, bottom = bounds(i, height)
+        for j in range(size):
+            left, right = bounds(j, width)
+            out[:, i, j] = x[:, top:bottom, left:right].mean(axis=(1, 2))
+    return out
+
+
+def asymmetric_pyramid_block(x, query_key, value, output, fusion, pool_sizes=(1, 3, 6, 8)):
+    """APNB as ANN's code computes it (less BN, ReLU after the fusion and dropout), plus the
+    input: Q = K = ReLU(conv(x)), V = conv(x), keys and values pooled to every size,
+    F_hat = x + fusion([W(softmax(Q K^T / sqrt(d)) V), x]). Convs are (kernel, bias) pairs."""
+    batch, height, width, _ = x.shape
+    embedded = np.maximum(conv2d_same(x, *query_key), 0.0)
+    values = conv2d_same(x, *value)
+    pyramid = lambda m: np.concatenate(  # noqa: E731
+        [adaptive_average_pool(m, s).reshape(batch, s * s, -1) for s in pool_sizes], axis=1)
+    depth = embedded.shape[-1]
+    query = embedded.reshape(batch, height * width, depth) / np.sqrt(depth)
+    attended = softmax_attention(query, pyramid(embedded), pyramid(values))
+    context = conv2d_same(attended.reshape(batch, height, width, -1), *output)
+    return x + conv2d_same(np.concatenate([context, x], axis=-1), *fusion)

@@ -44,8 +44,9 @@ def parser():
     a("--task", choices=("smooth", "denoise", "sr"), required=True)
     a("--model", choices=("pnen", "memnet", "rdn"),
       help="network (default: pnen for smooth, memnet for denoise and sr)")
-    a("--nonlocal", dest="nonlocal_block", choices=("none", "nlb", "pnb"),
-      help="non-local block inserted in the network (paper preset: pnb; quick: none)")
+    a("--nonlocal", dest="nonlocal_block", choices=("none", "nlb", "pnb", "apnb"),
+      help="non-local block inserted in the network (paper preset: pnb; quick: none); apnb: "
+           "the asymmetric pyramid block of Table III")
     a("--nonlocal-variant", choices=("official", "paper", "classic"),
       help="PNB: official/paper; NLB: official/classic (default: official)")
     a("--deeper", action="store_true", help="the paper's 'deeper' MemNet/RDN baseline")

@@ -3,6 +3,7 @@
 Importing this module registers every layer for `.keras` (de)serialisation under `pnen_tf>`.
 """
 
+from pnen_tf.layers.asymmetric_pyramid import AsymmetricPyramidNonLocalBlock
 from pnen_tf.layers.attention import fused_attention, nonlocal_attention, plan_tiles, tiled_attention
 from pnen_tf.layers.dilated_residual import DilatedResidualBlock
 from pnen_tf.layers.fusion import PixelShuffle, WeightedSum
@@ -12,6 +13,7 @@ from pnen_tf.layers.pyramid_non_local import PyramidNonLocalBlock
 from pnen_tf.layers.residual_dense import ResidualDenseBlock
 
 __all__ = [
+    "AsymmetricPyramidNonLocalBlock",
     "DilatedResidualBlock",
     "MemoryBlock",
     "NonLocalBlock",

@@ -2,9 +2,9 @@
 
 import keras
 
-from pnen_tf.layers import NonLocalBlock, PyramidNonLocalBlock
+from pnen_tf.layers import AsymmetricPyramidNonLocalBlock, NonLocalBlock, PyramidNonLocalBlock
 
-NONLOCAL_BLOCKS = (None, "nlb", "pnb")
+NONLOCAL_BLOCKS = (None, "nlb", "pnb", "apnb")
 
 
 def check_nonlocal(nonlocal_block):
@@ -13,8 +13,13 @@ def check_nonlocal(nonlocal_block):
 
 
 def make_nonlocal(kind, variant, options, name):
-    """A PNB or NLB layer; `variant` None takes each block's default ("official")."""
+    """A PNB, NLB or APNB layer; `variant` None takes the PNB's or NLB's default ("official");
+    the APNB has none."""
     options = dict(options or {})
+    if kind == "apnb":
+        if variant is not None:
+            raise ValueError(f"apnb has no variant, got nonlocal_variant={variant!r}")
+        return AsymmetricPyramidNonLocalBlock(name=name, **options)
     if variant is not None:
         options["variant"] = variant
     if kind == "pnb":
