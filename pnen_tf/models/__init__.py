@@ -4,7 +4,8 @@
 - "memnet": MemNet M6R6, plain / deeper / with NLB / with PNB (Section V).
 - "rdn": RDN D16C8G64, plain / deeper / with NLB / with PNB, denoising or x2/x3/x4 SR.
 
-Every model takes float32 NHWC images in [0, 1] of any height and width.
+Every model takes float32 NHWC images in [0, 1] of any height and width. Trained ones ship
+by name: `from_preset(name)`, `list_presets()` (`pnen_tf.models.presets`).
 """
 
 import keras
@@ -12,6 +13,7 @@ import keras
 from pnen_tf.models.common import check_nonlocal
 from pnen_tf.models.memnet import build_memnet
 from pnen_tf.models.pnen import build_pnen
+from pnen_tf.models.presets import from_preset, list_presets
 from pnen_tf.models.rdn import build_rdn
 
 MODELS = ("pnen", "memnet", "rdn")
@@ -86,4 +88,4 @@ def single_output(model):
     return keras.Model(model.inputs, model.outputs[0], name=model.name)
 
 
-__all__ = ["MODELS", "build", "input_convention", "single_output"]
+__all__ = ["MODELS", "build", "from_preset", "input_convention", "list_presets", "single_output"]
