@@ -14,6 +14,7 @@ its output is brought back to gray with the BT.601 luma weights (0.299, 0.587, 0
 
 Example:
     pnen-tf restore photos/ --model rdn_x2.keras --output restored/ --compare
+    pnen-tf restore photo.png --model denoise-gray-s50 --output restored/   # a preset
 """
 
 import glob
@@ -135,7 +136,7 @@ def _load_keras(path, staged_dir=None):
 
 
 def load_restorer(path, scale=None, notify=None, staged_dir=None):
-    """A `Restorer` for a `.keras` file or SavedModel directory.
+    """A `Restorer` for a `.keras` file, SavedModel directory or preset name.
 
     With `staged_dir` a `.keras` model runs layer by layer (`pnen_tf.staged`), every result kept
     in a subfolder of `staged_dir` per model and network input: a restore of hours that was
@@ -145,17 +146,21 @@ def load_restorer(path, scale=None, notify=None, staged_dir=None):
     'lr' model from its output size on a probe image. A same-size model given `scale` > 1
     is taken to expect the bicubic-upsampled image ('upsampled').
     """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such model file or SavedModel directory")
-    if staged_dir is not None and os.path.isdir(path):
+    from pnen_tf.models.presets import resolve
+
+    location = resolve(path)  # a preset's name: its file in the package; an existing path wins
+    if not os.path.exists(location):
+        raise FileNotFoundError(f"{path}: no such model file or SavedModel directory "
+                                "(nor a preset: see `pnen-tf presets`)")
+    if staged_dir is not None and os.path.isdir(location):
         raise ValueError(f"{path}: a SavedModel is one graph and cannot run stage by stage; "
                          f"use its .keras file with --staged-dir")
     try:
-        if os.path.isdir(path):
-            call, channels, info = _load_saved_model(path)
+        if os.path.isdir(location):
+            call, channels, info = _load_saved_model(location)
             probe = call
         else:
-            call, probe, channels, info = _load_keras(path, staged_dir)
+            call, probe, channels, info = _load_keras(location, staged_dir)
     except (OSError, ValueError):
         raise
     except Exception as error:  # TF/Keras internals: one line for the user, not a traceback
@@ -261,7 +266,8 @@ def add_arguments(parser):
     parser.add_argument("-o", "--output", required=True,
                         help="folder for the restored PNGs (never one that holds an input: "
                              "inputs are not overwritten)")
-    parser.add_argument("--model", required=True, help=".keras file or SavedModel directory")
+    parser.add_argument("--model", required=True,
+                        help=".keras file, SavedModel directory or preset name (pnen-tf presets)")
     parser.add_argument("--scale", type=int, default=None,
                         help="SR scale, only needed for a model that records no facts")
     parser.add_argument("--compare", action="store_true",

@@ -2,6 +2,9 @@
 
 Keras ignores unknown members of a `.keras` zip, so the facts travel inside the file as
 `pnen_tf.json`: a model copied on its own can still be restored, exported or evaluated.
+
+`read_info` and `load_model` also take a preset's name (`pnen_tf.models.presets`): a path where
+nothing exists that names a preset is its file inside the package; an existing file wins.
 """
 
 import json
@@ -32,7 +35,7 @@ def save_model(model, path, info=None):
 
 def read_info(path):
     """The facts dict saved by `save_model`, or `{}` for a `.keras` file saved by plain Keras."""
-    _check_model_file(path)
+    path = _model_file(path)
     with zipfile.ZipFile(path) as archive:
         if INFO_MEMBER not in archive.namelist():
             return {}
@@ -41,12 +44,17 @@ def read_info(path):
 
 def load_model(path, compile=False):
     """Load a `.keras` file with `safe_mode=True` (`import pnen_tf` registered our layers)."""
-    _check_model_file(path)
+    path = _model_file(path)
     return keras.saving.load_model(path, compile=compile, safe_mode=True)
 
 
-def _check_model_file(path):
+def _model_file(path):
+    """`path`, or the file of the preset it names, checked to be a `.keras` (zip) file."""
+    from pnen_tf.models.presets import resolve
+
+    path = resolve(path)  # FileNotFoundError for a preset this version does not ship
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no model file at {path!r}")
+        raise FileNotFoundError(f"no model file at {path!r} (nor a preset: see `pnen-tf presets`)")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path!r} is not a .keras model file (not a zip archive)")
+    return path

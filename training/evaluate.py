@@ -188,7 +188,8 @@ def add_arguments(parser):
     parser.add_argument("--sigma", type=float, help="Gaussian noise level on [0, 255]")
     parser.add_argument("--filter", choices=FILTERS, help="smoothing filter to reproduce")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help=".keras file or SavedModel directory")
+    source.add_argument("--model", help=".keras file, SavedModel directory or preset name "
+                                        "(pnen-tf presets)")
     source.add_argument("--baseline", choices=BASELINES)
     parser.add_argument("--data", nargs="+", required=True, metavar="DIR",
                         help="benchmark folders of ground-truth images")
