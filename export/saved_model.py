@@ -117,7 +117,7 @@ DESCRIPTION = "export a .keras model as a TF Serving SavedModel (DIR/NAME/VERSIO
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", required=True, help="the .keras file to export")
+    parser.add_argument("--model", required=True, help="the .keras file to export, or a preset name (`pnen-tf presets`)")
     parser.add_argument("--out", required=True, help="the model directory DIR/NAME")
     parser.add_argument("--version", required=True, help="the version number N (positive)")
     parser.add_argument("--force", action="store_true", help="replace an existing version")
