@@ -55,8 +55,8 @@ class AsymmetricPyramidNonLocalBlock(layers.Layer):
       eq. 6): with a linear fusion, F + conv([C, F]) spans the same functions as ANN's
       conv([C, F]) and only starts nearer the identity, so the three blocks are drop-in
       replacements for each other in the models.
-    - W starts from Keras' default initialisation, not from zeros as in ANN, as the PNB's and
-      NLB's convolutions do: Table III's comparison should differ in the attention, not in the
+    - W starts from Keras' default initialisation, as the PNB's and NLB's convolutions do, not
+      from zeros as in ANN: Table III's comparison should differ in the attention, not in the
       initialisation.
     - Average pooling, as ANN's `PSPModule` (`nn.AdaptiveAvgPool2d`), although the PNEN paper
       (Sec. II-B) describes APNB's pooling as max pooling.

@@ -38,7 +38,8 @@ def test_pooling_bins_are_pytorchs():
     # for arange(2.): windows [0, 2), [1, 4), [3, 5) and, longer than the input, [0, 1), [0, 2),
     # [1, 2).
     five = np.arange(5.0, dtype="float32").reshape(1, 5, 1, 1) * np.ones((1, 1, 2, 1), "float32")
-    np.testing.assert_allclose(np.asarray(adaptive_average_pool(five, 3))[0, :, 0, 0], [0.5, 2, 3.5])
+    pooled = np.asarray(adaptive_average_pool(five, 3))
+    np.testing.assert_allclose(pooled[0, :, 0, 0], [0.5, 2, 3.5])
     two = np.arange(2.0, dtype="float32").reshape(1, 1, 2, 1)
     np.testing.assert_allclose(np.asarray(adaptive_average_pool(two, 3))[0, 0, :, 0], [0, 0.5, 1])
 
@@ -131,7 +132,8 @@ def test_builders_and_training_flag_select_it():
         model = models.build(name, channels=8, nonlocal_block="apnb", **options)
         blocks = [la for la in model.layers if isinstance(la, AsymmetricPyramidNonLocalBlock)]
         assert blocks and blocks[0].name.startswith("apnb_"), name
-        assert model(np.zeros((1, 9, 10, model.inputs[0].shape[-1]), "float32")).shape[1:3] == (9, 10)
+        image = np.zeros((1, 9, 10, model.inputs[0].shape[-1]), "float32")
+        assert model(image).shape[1:3] == (9, 10)
     with pytest.raises(ValueError, match="apnb.*variant"):
         models.build("memnet", channels=8, nonlocal_block="apnb", nonlocal_variant="official")
     config = resolve(parser().parse_args(["--task", "smooth", "--nonlocal", "apnb"]))
