@@ -32,8 +32,8 @@ def build(name, *, scale=1, in_channels=None, channels=64, nonlocal_block=_DEFAU
             low-resolution image; MemNet takes the bicubic-upsampled one (see `input_convention`).
         in_channels: 1 or 3; default the paper's (PNEN 3, MemNet 1, RDN 1 for denoising and 3 for SR).
         channels: feature width (64 in the paper; small values make quick test models).
-        nonlocal_block: None, "nlb" or "pnb" (default "pnb" for PNEN, None otherwise). MemNet and
-            RDN carry two, as the paper's parameter counts show; PNEN one per group.
+        nonlocal_block: None, "nlb", "pnb" or "apnb" (default "pnb" for PNEN, None otherwise).
+            MemNet and RDN carry two, as the paper's parameter counts show; PNEN one per group.
         nonlocal_variant: "official" (default) / "paper" for PNB, "official" / "classic" for NLB.
         nonlocal_options: extra keyword arguments for the non-local layers (e.g. `scales`,
             `memory_budget_mb`, `attention_dtype`, `flash_attention`).

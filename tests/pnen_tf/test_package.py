@@ -33,10 +33,14 @@ def _every_layer_model():
     x = pnen_tf.layers.DilatedResidualBlock(dilations=(1, 2))(inputs)
     x = pnen_tf.layers.PyramidNonLocalBlock(scales=(2,))(x)
     x = pnen_tf.layers.NonLocalBlock()(x)
+    x = pnen_tf.layers.AsymmetricPyramidNonLocalBlock()(x)
     x = pnen_tf.layers.ResidualDenseBlock(num_layers=2, growth=4)(x)
     x = pnen_tf.layers.MemoryBlock(num_recursions=1)(x)
     x = pnen_tf.layers.WeightedSum()([x, inputs])
-    return keras.Model(inputs, pnen_tf.layers.PixelShuffle(2)(x))
+    model = keras.Model(inputs, pnen_tf.layers.PixelShuffle(2)(x))
+    used = {type(layer).__name__ for layer in model.layers}
+    assert used >= set(n for n in pnen_tf.layers.__all__ if n[0].isupper()), "add the new layer here"
+    return model
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
