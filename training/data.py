@@ -91,13 +91,17 @@ def make_pairs(images, task, scale=1, convention="same", filter_name=None, cache
     Targets are uint8; inputs too, except the float32 bicubic-upsampled SR input.
 
     Denoising pairs are (clean, clean): the noise is drawn per patch by the stream.
+    Smoothing targets come from the cache, the missing ones computed first (in parallel,
+    with progress lines: `smoothing.cached_targets`).
     """
     pairs = []
-    for path, image in images:
+    targets = (smoothing.cached_targets([image for _, image in images], filter_name,
+                                        cache_root)
+               if task == "smooth" else [None] * len(images))
+    for (path, image), target_path in zip(images, targets):
         if task == "sr":
             pairs.append(degradations.bicubic_pair(image, scale, convention))
         elif task == "smooth":
-            target_path = smoothing.cached_target(image, filter_name, cache_root)
             target = image_io.to_integers(image_io.read_image(target_path).pixels)
             pairs.append((image, target.reshape(image.shape)))
         else:

@@ -104,3 +104,17 @@ def test_center_crop_and_builtin_split():
     train, val = builtin_images.train_paths(), builtin_images.validation_paths()
     assert len(train) >= 4 and len(val) >= 2 and not set(train) & set(val)
     assert all(os.path.isfile(p) for p in train + val)
+
+
+def test_smoothing_pairs_come_from_the_target_cache(tmp_path, monkeypatch):
+    from training import smoothing
+
+    rng = np.random.default_rng(2)
+    images = [(f"im{i}", rng.integers(0, 256, (30, 34, 3), dtype=np.uint8)) for i in range(3)]
+    pairs = data.make_pairs(images, "smooth", filter_name="l0", cache_root=str(tmp_path))
+    for (_, image), (inp, target) in zip(images, pairs):
+        assert inp is image
+        np.testing.assert_array_equal(target, smoothing.smooth_target(image, "l0"))
+    monkeypatch.setattr(smoothing, "smooth_target", lambda *a: pytest.fail("recomputed"))
+    again = data.make_pairs(images, "smooth", filter_name="l0", cache_root=str(tmp_path))
+    np.testing.assert_array_equal(again[1][1], pairs[1][1])

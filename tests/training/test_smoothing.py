@@ -1,5 +1,6 @@
 """Smoothing targets: the three filters, their parameters, and the on-disk cache."""
 
+import logging
 import os
 
 import cv2
@@ -62,3 +63,47 @@ def test_cache_computes_once_and_keys_by_content(tmp_path, monkeypatch):
         smoothing.cached_target(other, "l0", str(tmp_path))
     assert smoothing.cache_dir("l0", "r") != smoothing.cache_dir("wmf", "r")
     assert not [n for n in os.listdir(os.path.dirname(first)) if n.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cached_targets_computes_the_missing_in_parallel_with_progress(tmp_path, caplog,
+                                                                       workers):
+    images = [_textured(seed) for seed in range(4)]
+    images.append(images[0].copy())  # the same picture again: computed once
+    root = str(tmp_path)
+    first = smoothing.cached_target(images[3], "l0", root)
+    with caplog.at_level(logging.INFO, logger="training"):
+        paths = smoothing.cached_targets(images, "l0", root, workers=workers,
+                                         report_seconds=0)
+    assert paths[3] == first and paths[4] == paths[0] and len(set(paths)) == 4
+    for image, path in zip(images, paths):
+        cached = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(cached, smoothing.smooth_target(image, "l0"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert f"computing 3 l0 smoothing target(s) (1 cached) with {workers} process(es)" in lines[0]
+    assert [line.split(":")[1].split(",")[0].strip() for line in lines[1:]] == \
+        ["1/3 computed", "2/3 computed", "3/3 computed"]
+    assert all("elapsed, ETA" in line for line in lines[1:])
+    assert not [n for n in os.listdir(os.path.dirname(first)) if n.startswith(".tmp-")]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="training"):
+        assert smoothing.cached_targets(images, "l0", root, workers=workers) == paths
+    assert not caplog.records  # all cached: nothing computed, nothing said
+
+
+def test_progress_lines_are_throttled_and_durations_readable(caplog):
+    progress = smoothing._Progress("sd targets", 5, every=3600)
+    with caplog.at_level(logging.INFO, logger="training"):
+        for _ in range(5):
+            progress.advance()
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == \
+        ["sd targets: 1/5 computed", "sd targets: 5/5 computed"]
+    assert [smoothing._duration(s) for s in (12.4, 276, 3900)] == \
+        ["12 s", "4 min 36 s", "1 h 05 min"]
+
+
+def test_a_failing_filter_stops_the_workers(tmp_path):
+    images = [_textured(seed) for seed in range(3)]
+    images[1] = images[1][..., :2]  # two channels: the weighted median filter refuses it
+    with pytest.raises(cv2.error):
+        smoothing.cached_targets(images, "wmf", str(tmp_path), workers=2)
