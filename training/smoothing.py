@@ -62,6 +62,9 @@ def smooth_target(image_uint8, filter_name):
     params = FILTERS[filter_name]
     if filter_name == "wmf":
         # The joint image is the input itself: the paper filters without external guidance.
+        # OpenCV reduces a colour joint image to clusters by k-means++, which draws from the
+        # calling thread's RNG: seeded, the same image always gets the same target.
+        cv2.setRNGSeed(0)
         out = cv2.ximgproc.weightedMedianFilter(image, image, params["radius"], params["sigma"])
     elif filter_name == "l0":
         out = cv2.ximgproc.l0Smooth(image, lambda_=params["lam"], kappa=params["kappa"])
