@@ -54,8 +54,11 @@ def parser():
     a("--sigma", type=float, default=30.0, help="noise std on the 0-255 scale (--task denoise)")
     a("--filter", choices=("l0", "wmf", "sd"), default="l0",
       help="smoothing filter to imitate (--task smooth)")
-    a("--data", help="folder of training images (PNG/JPEG/BMP); default: built-in photographs")
-    a("--val", help="folder of validation images (default: a few held out from the training set)")
+    a("--data", nargs="+", metavar="DIR",
+      help="folder(s) of training images (PNG/JPEG/BMP), the images of all of them; default: "
+           "built-in photographs")
+    a("--val", nargs="+", metavar="DIR",
+      help="folder(s) of validation images (default: the last 1/20 of each --data folder)")
     a("--val-crop", type=int, help="validate on central crops of this side; 0 = whole "
                                    "images (paper: 0; quick: 256)")
     a("--preset", choices=("auto", "quick", "paper"), default="auto",
@@ -99,6 +102,8 @@ def parser():
 def resolve(args):
     """The run configuration: flags with the preset's and the task's defaults filled in."""
     config = dict(vars(args))
+    # One folder stays a plain string, as config.json held it before --data took several.
+    config["data"], config["val"] = _folders(args.data), _folders(args.val)
     config["model"] = config["model"] or DEFAULT_MODEL[args.task]
     preset = args.preset if args.preset != "auto" else ("paper" if args.data else "quick")
     config["preset"] = preset
@@ -124,6 +129,13 @@ def resolve(args):
                          f"{config['scale']} (the LR patch is patch / scale)")
     config["out"] = config["out"] or os.path.join("runs", _run_name(config))
     return config
+
+
+def _folders(value):
+    """A --data / --val value as saved: None, one folder (a string) or a list of several."""
+    if value is None or isinstance(value, str):
+        return value
+    return value[0] if len(value) == 1 else list(value)
 
 
 def _run_name(config):

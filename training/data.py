@@ -39,6 +39,32 @@ def list_folder(folder):
     return paths
 
 
+def list_folders(folders):
+    """The image files of each folder (one list per folder, in the order given)."""
+    real = [os.path.realpath(folder) for folder in folders]
+    twice = sorted({f for f, r in zip(folders, real) if real.count(r) > 1})
+    if twice:
+        raise DataError(f"{', '.join(twice)}: the same folder given twice")
+    return [list_folder(folder) for folder in folders]
+
+
+def hold_out(per_folder, every=20):
+    """(training paths, validation paths): the last 1/`every` of each folder's sorted images.
+
+    Each folder with two images or more gives max(1, n // every) of its last ones, so the
+    split is deterministic and validation sees every source; a folder of one image trains.
+    """
+    train, held = [], []
+    for paths in per_folder:
+        count = max(1, len(paths) // every) if len(paths) > 1 else 0
+        train += paths[:len(paths) - count]
+        held += paths[len(paths) - count:]
+    if not held:
+        raise DataError(f"{', '.join(os.path.dirname(p[0]) for p in per_folder)}: one image "
+                        "only; pass --val DIR")
+    return train, held
+
+
 def load_images(paths, channels, min_side):
     """Decode `paths` to uint8 [H, W, channels]; skip (with a warning) what cannot be used.
 

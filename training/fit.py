@@ -18,25 +18,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 log = logging.getLogger("training")
 
 
+def _folders(value):
+    """config.json's --data / --val: None, one folder (a string) or a list of folders."""
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
 def _prepare_data(config):
     """Training pairs and validation items for the configuration (`training.data`)."""
     from training import builtin_images, data
 
     min_side = config["patch"]
+    val_folders = _folders(config["val"])
+    val_paths = sum(data.list_folders(val_folders), []) if val_folders else None
     if config["data"]:
-        train_paths = data.list_folder(config["data"])
-        val_paths = data.list_folder(config["val"]) if config["val"] else None
+        per_folder = data.list_folders(_folders(config["data"]))
+        train_paths = sum(per_folder, [])
         if val_paths is None:
-            if len(train_paths) < 2:
-                raise data.DataError(f"{config['data']}: one image only; pass --val DIR")
-            held = max(1, len(train_paths) // 20)
-            train_paths, val_paths = train_paths[:-held], train_paths[-held:]
-            log.info("validating on %d image(s) held out from --data: %s", held,
+            train_paths, val_paths = data.hold_out(per_folder)
+            log.info("validating on %d image(s) held out from --data: %s", len(val_paths),
                      ", ".join(os.path.basename(p) for p in val_paths))
     else:
         train_paths = builtin_images.train_paths()
-        val_paths = data.list_folder(config["val"]) if config["val"] else \
-            builtin_images.validation_paths()
+        val_paths = val_paths or builtin_images.validation_paths()
     kwargs = dict(task=config["task"], scale=config["scale"], convention=config["input"],
                   filter_name=config["filter"], cache_root=config["target_cache"])
     train = data.make_pairs(data.load_images(train_paths, config["in_channels"], min_side),

@@ -106,6 +106,30 @@ def test_center_crop_and_builtin_split():
     assert all(os.path.isfile(p) for p in train + val)
 
 
+def test_hold_out_takes_the_last_twentieth_of_every_folder(tmp_path):
+    folders = []
+    for name, count in (("T91", 41), ("BSD200", 20), ("one", 1)):
+        os.makedirs(tmp_path / name)
+        for i in range(count):
+            (tmp_path / name / f"{i:03d}.png").write_bytes(b"")
+        folders.append(str(tmp_path / name))
+    per_folder = data.list_folders(folders)
+    train, held = data.hold_out(per_folder)
+    names = lambda paths: [os.path.relpath(p, tmp_path) for p in paths]
+    # max(1, n // 20) of each folder's last images; a folder of one image only trains.
+    assert names(held) == ["T91/039.png", "T91/040.png", "BSD200/019.png"]
+    assert len(train) == 41 + 20 + 1 - 3 and not set(train) & set(held)
+    assert names(train)[:2] == ["T91/000.png", "T91/001.png"] and names(train)[-1] == "one/000.png"
+    # One folder: exactly the split of a single --data (the last 1/20 of the sorted list).
+    alone = per_folder[0]
+    assert data.hold_out([alone]) == (alone[:-2], alone[-2:])
+    assert data.hold_out(data.list_folders(folders)) == (train, held)  # deterministic
+    with pytest.raises(data.DataError, match="one image only; pass --val"):
+        data.hold_out([per_folder[2]])
+    with pytest.raises(data.DataError, match="given twice"):
+        data.list_folders([folders[0], folders[1], folders[0] + "/"])
+
+
 def test_smoothing_pairs_come_from_the_target_cache(tmp_path, monkeypatch):
     from training import smoothing
 

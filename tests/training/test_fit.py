@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -60,6 +61,26 @@ def test_sr_run_writes_models_config_logs(folders, tmp_path, capsys):
     # Rerunning into the same folder without --resume would silently mix two runs.
     assert fit.main(argv) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_several_folders_and_smoothing_targets_with_progress(folders, tmp_path, caplog):
+    second = tmp_path / "second"
+    second.mkdir()
+    for i in range(2):
+        image_io.write_image(str(second / f"b{i}.png"), np.full((30, 32, 3), 0.2 * (i + 1)))
+    out, cache = str(tmp_path / "run"), str(tmp_path / "cache")
+    with caplog.at_level(logging.INFO, logger="training"):
+        assert fit.main(["--task", "smooth", "--filter", "l0", "--model", "pnen",
+                         "--num-groups", "1", "--data", folders[0], str(second),
+                         "--target-cache", cache, "--epochs", "1", "--out", out, *TINY]) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    # The last 1/20 (at least one image) of each folder is held out for validation.
+    assert "validating on 2 image(s) held out from --data: 2.png, b1.png" in messages
+    assert any("computing 3 l0 smoothing target(s) (0 cached)" in m for m in messages)
+    assert "l0 targets: 3/3 computed" in " ".join(messages)
+    assert len(os.listdir(os.path.join(cache, os.listdir(cache)[0]))) == 5
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["data"] == [folders[0], str(second)] and config["val"] is None
 
 
 def test_resume_after_kill_continues_steps_and_schedule(folders, tmp_path):
