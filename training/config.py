@@ -28,6 +28,8 @@ PRESETS = {
               "num_groups": 1, "num_memory_blocks": 1, "num_recursions": 1,
               "num_blocks": 2, "num_layers": 3, "growth": 16},
 }
+# Blind denoising (--sigma-range) validates at these noise levels (DnCNN-B's Set12 columns).
+BLIND_VAL_SIGMAS = (15.0, 25.0, 50.0)
 # Flags that may differ when a run is resumed; any other difference is a different run.
 RESUMABLE = ("epochs", "resume", "strategy", "jit", "export_saved_model")
 
@@ -51,7 +53,15 @@ def parser():
       help="PNB: official/paper; NLB: official/classic (default: official)")
     a("--deeper", action="store_true", help="the paper's 'deeper' MemNet/RDN baseline")
     a("--scale", type=int, choices=(2, 3, 4), default=3, help="SR factor (--task sr)")
-    a("--sigma", type=float, default=30.0, help="noise std on the 0-255 scale (--task denoise)")
+    noise = p.add_mutually_exclusive_group()
+    noise.add_argument("--sigma", type=float,
+                       help="noise std on the 0-255 scale (--task denoise; default: 30)")
+    noise.add_argument("--sigma-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="blind denoising: a sigma drawn per patch uniformly from [LOW, HIGH] "
+                            "(DnCNN-B: 0 55); the saved model records sigma null")
+    a("--val-sigmas", type=float, nargs="+", metavar="SIGMA",
+      help="blind denoising: validate at each of these sigmas, the best model chosen on "
+           f"their mean PSNR (default: {' '.join(f'{v:g}' for v in BLIND_VAL_SIGMAS)})")
     a("--filter", choices=("l0", "wmf", "sd"), default="l0",
       help="smoothing filter to imitate (--task smooth)")
     a("--data", nargs="+", metavar="DIR",
@@ -83,7 +93,7 @@ def parser():
     a("--ema", type=float, default=0.0, metavar="MOMENTUM",
       help="keep an exponential moving average of the weights (e.g. 0.999) for validation "
            "and saved models; 0 = off")
-    a("--out", help="run folder (default: runs/<task>-<model>[-x<scale>|-s<sigma>|-<filter>])")
+    a("--out", help="run folder (default: runs/<task>-<model>-<x<scale>|s<sigma>|blind|<filter>>)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a("--strategy", choices=("auto", "mirrored", "multiworker", "one"), default="auto",
       help="auto: multi-worker if TF_CONFIG names a cluster, mirrored over several GPUs, "
@@ -115,7 +125,7 @@ def resolve(args):
         raise ValueError("--model pnen is the smoothing network; use memnet or rdn for "
                          f"--task {args.task}")
     config["scale"] = args.scale if args.task == "sr" else 1
-    config["sigma"] = args.sigma if args.task == "denoise" else None
+    _resolve_noise(config, args)
     config["filter"] = args.filter if args.task == "smooth" else None
     config["input"] = input_convention(model, config["scale"])
     config["in_channels"] = 3 if model == "pnen" or (model == "rdn" and config["scale"] > 1) else 1
@@ -138,10 +148,30 @@ def _folders(value):
     return value[0] if len(value) == 1 else list(value)
 
 
+def _resolve_noise(config, args):
+    """sigma (fixed noise), or sigma_range and val_sigmas (blind); None where not used."""
+    config["sigma"] = config["sigma_range"] = config["val_sigmas"] = None
+    if args.task != "denoise":
+        return
+    if args.sigma_range is None:
+        if args.val_sigmas:
+            raise ValueError("--val-sigmas is for blind denoising (--sigma-range); a fixed "
+                             "--sigma validates at that sigma")
+        config["sigma"] = 30.0 if args.sigma is None else args.sigma
+        return
+    low, high = args.sigma_range
+    if not 0 <= low < high:
+        raise ValueError(f"--sigma-range {low:g} {high:g}: needs 0 <= LOW < HIGH")
+    config["sigma_range"] = [low, high]
+    config["val_sigmas"] = list(args.val_sigmas or BLIND_VAL_SIGMAS)
+    if min(config["val_sigmas"]) < 0:
+        raise ValueError(f"--val-sigmas must be >= 0, got {config['val_sigmas']}")
+
+
 def _run_name(config):
     task = config["task"]
-    suffix = (f"x{config['scale']}" if task == "sr" else
-              f"s{config['sigma']:g}" if task == "denoise" else config["filter"])
+    suffix = (f"x{config['scale']}" if task == "sr" else config["filter"] if task == "smooth"
+              else "blind" if config["sigma_range"] else f"s{config['sigma']:g}")
     return f"{config['task']}-{config['model']}-{suffix}"
 
 

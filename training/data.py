@@ -146,7 +146,8 @@ def _crop(pair, patch, ratio, rng):
     return inp[top:top + size, left:left + size], target[t:t + p, l:l + p]
 
 
-def train_dataset(pairs, *, patch, batch, seed, task, sigma=0.0, start_step=0):
+def train_dataset(pairs, *, patch, batch, seed, task, sigma=0.0, sigma_range=None,
+                  start_step=0):
     """Infinite stream of (input, target) float32 batches in [0, 1] (input unclipped if noisy).
 
     Args:
@@ -156,6 +157,8 @@ def train_dataset(pairs, *, patch, batch, seed, task, sigma=0.0, start_step=0):
         seed: run seed; element n depends on (seed, n) only.
         task: 'smooth', 'denoise' or 'sr'.
         sigma: noise level on the [0, 255] scale for 'denoise'.
+        sigma_range: (low, high) for blind 'denoise': each patch's sigma is drawn uniformly
+            from it (`degradations.draw_sigma`), instead of `sigma`.
         start_step: first batch to produce (to resume).
     """
     ratio = pairs[0][1].shape[0] // pairs[0][0].shape[0]
@@ -181,7 +184,9 @@ def train_dataset(pairs, *, patch, batch, seed, task, sigma=0.0, start_step=0):
         inp = tf.image.convert_image_dtype(inp, tf.float32)
         target = tf.image.convert_image_dtype(target, tf.float32)
         if task == "denoise":
-            inp = degradations.add_noise(inp, sigma, element_seed + 2)
+            level = sigma if sigma_range is None else \
+                degradations.draw_sigma(sigma_range, element_seed + 3)
+            inp = degradations.add_noise(inp, level, element_seed + 2)
         return inp, target
 
     dataset = tf.data.Dataset.counter(start_step * batch).map(load)

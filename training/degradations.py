@@ -1,7 +1,8 @@
 """The degradations that make training pairs (paper Sec. IV-A and V), one place for all tasks.
 
 - denoise: additive white Gaussian noise of standard deviation sigma / 255, drawn afresh for
-  every patch, not clipped (the Set12/BSD68 protocol of DnCNN and MemNet);
+  every patch, not clipped (the Set12/BSD68 protocol of DnCNN and MemNet); blind denoising
+  draws each patch's sigma uniformly from a range first (DnCNN-B: [0, 55]);
 - sr: MATLAB-compatible antialiased bicubic downscaling by 1/s of the modcropped image, with
   the shared `pnen_tf.imresize` used by evaluation; MemNet then takes the bicubic
   re-upsampled image ('upsampled'), RDN the low-resolution one ('lr');
@@ -52,6 +53,12 @@ def add_noise(clean, sigma, seed):
     """`clean` (float in [0, 1]) plus N(0, (sigma/255)^2) noise, stateless in `seed` ([2] int)."""
     noise = tf.random.stateless_normal(tf.shape(clean), seed=seed, stddev=sigma / 255.0)
     return clean + noise
+
+
+def draw_sigma(sigma_range, seed):
+    """A noise level uniform in [low, high) (blind denoising), stateless in `seed` ([2] int)."""
+    low, high = sigma_range
+    return tf.random.stateless_uniform([], seed=seed, minval=low, maxval=high)
 
 
 def augment(images, seed):

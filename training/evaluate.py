@@ -217,7 +217,11 @@ def _resolve(args, info):
              "smooth": ("filter", lambda v: v in FILTERS)}
     key, valid = needs[args.task]
     if not valid(getattr(args, key)):
-        raise ValueError(f"--task {args.task} needs a valid --{key}, got {getattr(args, key)}")
+        blind = info.get("sigma_range") if args.task == "denoise" else None
+        note = (f" (the model is a blind denoiser, trained for sigma {blind[0]:g}-{blind[1]:g})"
+                if blind else "")
+        raise ValueError(f"--task {args.task} needs a valid --{key}, got "
+                         f"{getattr(args, key)}{note}")
     args.scale = args.scale if args.task == "sr" else 1
     if args.test_y_channel is None:
         args.test_y_channel = args.task == "sr"

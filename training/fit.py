@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 
+import numpy as np
+
 # Before TensorFlow is imported (by pnen_tf.models): keep C++ start-up noise out of the console.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,7 +26,11 @@ def _folders(value):
 
 
 def _prepare_data(config):
-    """Training pairs and validation items for the configuration (`training.data`)."""
+    """Training pairs and validation groups for the configuration (`training.data`).
+
+    The validation groups are [(sigma, items)]: one per `val_sigmas` for blind denoising,
+    else one, [(None, items)].
+    """
     from training import builtin_images, data
 
     min_side = config["patch"]
@@ -48,20 +54,60 @@ def _prepare_data(config):
     val_images = data.load_images(val_paths, config["in_channels"], 11 + 2 * config["scale"])
     if config["val_crop"]:
         val_images = data.center_crop(val_images, config["val_crop"])
-    val = data.validation_set(data.make_pairs(val_images, **kwargs), task=config["task"],
-                              scale=config["scale"], convention=config["input"],
-                              sigma=config["sigma"] or 0.0, seed=config["seed"])
-    return train, val
+    val_pairs = data.make_pairs(val_images, **kwargs)
+    return train, [(sigma, data.validation_set(val_pairs, task=config["task"],
+                                               scale=config["scale"], convention=config["input"],
+                                               sigma=sigma or config["sigma"] or 0.0,
+                                               seed=config["seed"]))
+                   for sigma in config["val_sigmas"] or [None]]
+
+
+def _validate(predict, groups, shave, y_only):
+    """`loop.validate` over each validation group: (scores, per-sigma scores, triplets).
+
+    Blind denoising scores every noise level, and the mean over them (which picks the best
+    model); per-sigma scores are {sigma: scores}, empty for a single group.
+    """
+    from training import loop
+
+    if len(groups) == 1:
+        scores, triplets = loop.validate(predict, groups[0][1], shave, y_only)
+        return scores, {}, triplets
+    per_sigma, triplets = {}, []
+    for sigma, items in groups:
+        per_sigma[sigma], sample = loop.validate(predict, items, shave, y_only, samples=1)
+        triplets += sample
+    scores = {key: float(np.mean([s[key] for s in per_sigma.values()]))
+              for key in next(iter(per_sigma.values()))}
+    return scores, per_sigma, triplets
+
+
+def _per_sigma_text(per_sigma):
+    return "".join(f"; sigma {sigma:g}: {s['val_psnr']:.3f} dB "
+                   f"(baseline {s['baseline_psnr']:.3f})" for sigma, s in per_sigma.items())
+
+
+def _log_per_sigma(run_log, step, per_sigma):
+    """TensorBoard scalars per validation sigma (log.csv's columns hold their mean)."""
+    import tensorflow as tf
+
+    with run_log.writer.as_default(step=step):
+        for sigma, scores in per_sigma.items():
+            for key in ("val_psnr", "val_ssim", "baseline_psnr", "baseline_ssim"):
+                tf.summary.scalar(f"{key}/sigma{sigma:g}", scores[key])
 
 
 def _model_info(config):
     import pnen_tf
     from training.config import build_options
 
-    return {"model": config["model"], "task": config["task"], "scale": config["scale"],
+    info = {"model": config["model"], "task": config["task"], "scale": config["scale"],
             "in_channels": config["in_channels"], "input": config["input"],
             "sigma": config["sigma"], "filter": config["filter"],
             "options": build_options(config), "pnen_tf_version": pnen_tf.__version__}
+    if config["sigma_range"]:  # blind: sigma stays null, so evaluation asks for --sigma
+        info["sigma_range"] = config["sigma_range"]
+    return info
 
 
 def _build(config, strategy):
@@ -106,7 +152,7 @@ def train(config):
         with open(config_path) as f:
             check_resumable(json.load(f), config)
     keras.utils.set_random_seed(config["seed"])
-    train_pairs, val_items = _prepare_data(config)
+    train_pairs, val_groups = _prepare_data(config)
     model, optimizer = _build(config, strategy)
     state = checkpoints.TrainState()
     ckpt = checkpoints.Checkpointer(out, chief, worker, model, optimizer, state)
@@ -122,7 +168,8 @@ def train(config):
 
     dataset = train_dataset(train_pairs, patch=config["patch"], batch=config["batch"],
                             seed=config["seed"], task=config["task"],
-                            sigma=config["sigma"] or 0.0, start_step=start_step)
+                            sigma=config["sigma"] or 0.0, sigma_range=config["sigma_range"],
+                            start_step=start_step)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     step = loop.make_train_step(strategy, model, optimizer, config["batch"], config["loss"],
                                 config["jit"])
@@ -131,7 +178,7 @@ def train(config):
     predict = loop.make_predict(inference)
     info = _model_info(config)
     shave, y_only = (config["scale"], True) if config["task"] == "sr" else (0, False)
-    scores = {}
+    scores, per_sigma = {}, {}
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     prefix = f"[worker {worker}] " if multi_worker else ""
     for epoch in range(start_epoch + 1, config["epochs"] + 1):
@@ -144,18 +191,19 @@ def train(config):
         row = {**vars(result), "lr": lr}
         if chief:
             with loop.EmaWeights(model, optimizer):
-                scores, triplets = loop.validate(predict, val_items, shave, y_only)
+                scores, per_sigma, triplets = _validate(predict, val_groups, shave, y_only)
                 saving.save_model(inference, os.path.join(out, "last.keras"), info)
                 if scores["val_psnr"] > state.best_score.numpy():
                     state.best_score.assign(scores["val_psnr"])
                     saving.save_model(inference, os.path.join(out, "best.keras"), info)
             row.update(scores)
             run_log.epoch(row)
+            _log_per_sigma(run_log, result.step, per_sigma)
             run_log.images(result.step, triplets)
         print(f"{prefix}epoch {epoch}: loss {result.loss:.6g}, lr {lr:.3g}"
               + (f", val PSNR {scores['val_psnr']:.3f} dB / SSIM {scores['val_ssim']:.4f}"
                  f" (baseline {scores['baseline_psnr']:.3f} dB / {scores['baseline_ssim']:.4f})"
-                 if chief else ""), flush=True)
+                 + _per_sigma_text(per_sigma) if chief else ""), flush=True)
         state.epoch.assign(epoch)
         ckpt.save()
     if chief and config["export_saved_model"]:

@@ -1,10 +1,10 @@
-"""Flag resolution: several --data folders, and resuming runs saved before."""
+"""Flag resolution: several --data folders, blind denoising, and resuming runs saved before."""
 
 import shlex
 
 import pytest
 
-from training.config import check_resumable, parser, resolve
+from training.config import BLIND_VAL_SIGMAS, check_resumable, parser, resolve
 
 # /work/runs/denoise-s50.sh, the denoise-gray-s50 preset candidate, as started on 2026-12-02,
 # and the config.json it saved: the run is resumed with these flags and --resume, so every
@@ -47,3 +47,34 @@ def test_data_takes_several_folders_and_keeps_one_a_string():
     assert config["preset"] == "paper"
     quick = _resolve("--task sr")
     assert quick["data"] is None and quick["val"] is None and quick["preset"] == "quick"
+
+
+def test_blind_denoising_resolves_a_range_and_validation_sigmas():
+    config = _resolve("--task denoise --sigma-range 0 55")
+    assert config["sigma"] is None and config["sigma_range"] == [0.0, 55.0]
+    assert config["val_sigmas"] == list(BLIND_VAL_SIGMAS) == [15.0, 25.0, 50.0]
+    assert config["out"].endswith("denoise-memnet-blind")
+    assert _resolve("--task denoise --sigma-range 5 75 --val-sigmas 10 70")["val_sigmas"] == \
+        [10.0, 70.0]
+    fixed = _resolve("--task denoise")
+    assert fixed["sigma"] == 30.0 and fixed["sigma_range"] is None and fixed["val_sigmas"] is None
+    assert fixed["out"].endswith("denoise-memnet-s30")
+    sr = _resolve("--task sr --sigma-range 0 55")  # like --sigma: not the task's flag
+    assert sr["sigma"] is None and sr["sigma_range"] is None and sr["out"].endswith("-x3")
+
+
+@pytest.mark.parametrize("flags,message", [
+    ("--task denoise --sigma-range 55 0", "LOW < HIGH"),
+    ("--task denoise --sigma-range -5 10", "LOW < HIGH"),
+    ("--task denoise --sigma 25 --val-sigmas 15", "blind denoising"),
+    ("--task denoise --sigma-range 0 55 --val-sigmas -1", ">= 0"),
+])
+def test_bad_noise_flags_are_refused(flags, message):
+    with pytest.raises(ValueError, match=message):
+        _resolve(flags)
+
+
+def test_sigma_and_sigma_range_exclude_each_other(capsys):
+    with pytest.raises(SystemExit):
+        _resolve("--task denoise --sigma 25 --sigma-range 0 55")
+    assert "not allowed with" in capsys.readouterr().err

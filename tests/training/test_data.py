@@ -130,6 +130,22 @@ def test_hold_out_takes_the_last_twentieth_of_every_folder(tmp_path):
         data.list_folders([folders[0], folders[1], folders[0] + "/"])
 
 
+def test_blind_noise_draws_one_sigma_per_patch_in_the_range():
+    pairs = _pairs("denoise", side=60)
+    stream = lambda: data.train_dataset(pairs, patch=48, batch=32, seed=0, task="denoise",
+                                        sigma_range=(0.0, 55.0))
+    inp, target = next(iter(stream()))
+    sigmas = (inp - target).numpy().reshape(32, -1).std(axis=1) * 255
+    assert sigmas.min() < 15 and sigmas.max() > 40 and sigmas.max() < 57  # 2304 pixels each
+    np.testing.assert_array_equal(inp.numpy(), next(iter(stream()))[0].numpy())
+    fixed = data.train_dataset(pairs, patch=48, batch=32, seed=0, task="denoise", sigma=25.0)
+    fixed_inp, fixed_target = next(iter(fixed))
+    # Same patches and augmentation; only the noise level differs.
+    np.testing.assert_array_equal(target.numpy(), fixed_target.numpy())
+    sigmas = (fixed_inp - fixed_target).numpy().reshape(32, -1).std(axis=1) * 255
+    assert np.all(np.abs(sigmas - 25) < 2)
+
+
 def test_smoothing_pairs_come_from_the_target_cache(tmp_path, monkeypatch):
     from training import smoothing
 

@@ -71,3 +71,12 @@ def test_augment_covers_the_dihedral_group_and_keeps_pairs_aligned():
         # Flips and quarter turns commute with the symmetric bicubic kernel on modcropped images.
         np.testing.assert_allclose(imresize(a_hr, scale=1 / 3).numpy(), a_lr.numpy(), atol=1e-3)
     assert len(seen) == 8
+
+
+def test_blind_sigma_is_uniform_in_the_range_and_stateless():
+    draws = np.array([float(degradations.draw_sigma((5.0, 55.0), tf.constant([0, n], tf.int64)))
+                      for n in range(400)])
+    assert draws.min() >= 5 and draws.max() < 55
+    assert abs(draws.mean() - 30) < 3 and draws.std() == pytest.approx(50 / np.sqrt(12), rel=0.1)
+    again = degradations.draw_sigma((5.0, 55.0), tf.constant([0, 7], tf.int64))
+    assert float(again) == draws[7]

@@ -127,6 +127,20 @@ def test_model_for_another_task_is_refused(folder, tmp_path, capsys):
     assert "trained for 'denoise'" in capsys.readouterr().err
 
 
+def test_a_blind_denoiser_asks_for_sigma(folder, tmp_path, capsys):
+    # training.fit saves a blind model with sigma null and the range it was trained on.
+    model = _same_size_model(tmp_path, {"task": "denoise", "in_channels": 3, "input": "same",
+                                        "scale": 1, "sigma": None, "sigma_range": [0.0, 55.0]},
+                             3)
+    assert evaluate.main(["--model", model, "--data", str(folder)]) == 2
+    assert ("--task denoise needs a valid --sigma, got None (the model is a blind denoiser, "
+            "trained for sigma 0-55)") in capsys.readouterr().err
+    out = tmp_path / "s15"
+    assert evaluate.main(["--model", model, "--sigma", "15", "--data", str(folder),
+                          "--out", str(out)]) == 0
+    assert json.load(open(out / "results.json"))["config"]["sigma"] == 15.0
+
+
 # --- Bad input never costs the user a file or a report (issue 15) ---------------------------
 
 def _error_lines(err):

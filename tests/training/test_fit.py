@@ -63,6 +63,34 @@ def test_sr_run_writes_models_config_logs(folders, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+def test_blind_denoising_validates_per_sigma_and_saves_a_blind_model(folders, tmp_path,
+                                                                    capsys):
+    out = str(tmp_path / "run")
+    assert fit.main(["--task", "denoise", "--sigma-range", "0", "55", "--val-sigmas", "15", "50",
+                     "--data", folders[0], "--val", folders[1], "--epochs", "1", "--out", out,
+                     *TINY]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch 1:"))
+    per_sigma = [float(part.split(": ")[1].split()[0]) for part in line.split("; ")[1:]]
+    assert "; sigma 15: " in line and "; sigma 50: " in line and len(per_sigma) == 2
+    row, = _rows(out)
+    # The mean over the sigmas is the score (and picks best.keras); noisier is harder.
+    assert float(row["val_psnr"]) == pytest.approx(np.mean(per_sigma), abs=2e-3)
+    assert per_sigma[0] > per_sigma[1]
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["sigma"] is None and config["sigma_range"] == [0.0, 55.0]
+    assert config["val_sigmas"] == [15.0, 50.0]
+    info = saving.read_info(os.path.join(out, "best.keras"))
+    assert info["sigma"] is None and info["sigma_range"] == [0.0, 55.0]
+    assert "sigma_range" not in saving.read_info(_fixed_sigma_model(folders, tmp_path))
+
+
+def _fixed_sigma_model(folders, tmp_path):
+    out = str(tmp_path / "fixed")
+    assert fit.main(["--task", "denoise", "--sigma", "25", "--data", folders[0], "--val",
+                     folders[1], "--epochs", "1", "--out", out, *TINY]) == 0
+    return os.path.join(out, "best.keras")
+
+
 def test_several_folders_and_smoothing_targets_with_progress(folders, tmp_path, caplog):
     second = tmp_path / "second"
     second.mkdir()
@@ -141,5 +169,6 @@ def test_help_documents_every_flag(capsys):
     for flag in ("--task", "--model", "--nonlocal", "--deeper", "--scale", "--sigma", "--filter",
                  "--data", "--val", "--patch", "--batch", "--epochs", "--steps-per-epoch", "--lr",
                  "--out", "--resume", "--strategy", "--precision", "--jit", "--seed",
-                 "--channels", "--ema", "--export-saved-model", "--preset"):
+                 "--channels", "--ema", "--export-saved-model", "--preset", "--sigma-range",
+                 "--val-sigmas"):
         assert flag in text
