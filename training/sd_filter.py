@@ -58,7 +58,7 @@ def _nested_dissection(height, width):
     ordered the same way, and the line last. No pixel of one half touches the other, so
     eliminating them creates no fill between the halves: the LU factor of a grid Laplacian
     holds O(n log n) entries (about 12 M at 481x321 against 16 M in SuperLU's default order),
-    and factorises 2-3x faster.
+    and factorises about twice as fast (CPU time, measured on a BSD200 image).
     """
     order = []
 
