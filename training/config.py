@@ -51,6 +51,8 @@ def parser():
            "the asymmetric pyramid block of Table III")
     a("--nonlocal-variant", choices=("official", "paper", "classic"),
       help="PNB: official/paper; NLB: official/classic (default: official)")
+    a("--nonlocal-scales", type=int, nargs="+", metavar="S",
+      help="PNB strides (default 2 4 8; Table II's ablation uses subsets)")
     a("--deeper", action="store_true", help="the paper's 'deeper' MemNet/RDN baseline")
     a("--scale", type=int, choices=(2, 3, 4), default=3, help="SR factor (--task sr)")
     noise = p.add_mutually_exclusive_group()
@@ -134,6 +136,10 @@ def resolve(args):
     for key in ("patch", "batch", "epochs", "steps_per_epoch", "channels"):
         if config[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {config[key]}")
+    if config["nonlocal_scales"] and (config["nonlocal_block"] != "pnb"
+                                      or min(config["nonlocal_scales"]) < 1):
+        raise ValueError(f"--nonlocal-scales {' '.join(map(str, config['nonlocal_scales']))} "
+                         "needs --nonlocal pnb and positive strides")
     if config["patch"] % config["scale"]:
         raise ValueError(f"--patch {config['patch']} must be a multiple of --scale "
                          f"{config['scale']} (the LR patch is patch / scale)")
@@ -183,6 +189,8 @@ def build_options(config, synchronized_bn=False):
                else config["nonlocal_block"], **config["family_options"]}
     if config["nonlocal_variant"]:
         options["nonlocal_variant"] = config["nonlocal_variant"]
+    if config.get("nonlocal_scales"):
+        options["nonlocal_options"] = {"scales": tuple(config["nonlocal_scales"])}
     if synchronized_bn and config["model"] != "rdn":  # RDN has no batch norm
         options["synchronized_bn"] = True
     return options

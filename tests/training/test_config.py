@@ -78,3 +78,20 @@ def test_sigma_and_sigma_range_exclude_each_other(capsys):
     with pytest.raises(SystemExit):
         _resolve("--task denoise --sigma 25 --sigma-range 0 55")
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_nonlocal_scales_reach_the_pnb_and_need_it():
+    """Table II's single-scale rows: `--nonlocal-scales 4` builds PNBs with the one stride."""
+    from pnen_tf.layers import PyramidNonLocalBlock
+    from pnen_tf.models import build
+    from training.config import build_options
+
+    config = _resolve("--task smooth --channels 8 --num-groups 1 --nonlocal pnb --nonlocal-scales 4")
+    model = build(config["model"], **build_options(config))
+    (block,) = [layer for layer in model.layers if isinstance(layer, PyramidNonLocalBlock)]
+    assert block.scales == (4,)
+    assert "nonlocal_options" not in build_options(_resolve("--task smooth --nonlocal pnb"))
+    for flags in ("--task smooth --nonlocal nlb --nonlocal-scales 2",
+                  "--task smooth --nonlocal pnb --nonlocal-scales 0 2"):
+        with pytest.raises(ValueError, match="--nonlocal-scales"):
+            _resolve(flags)
