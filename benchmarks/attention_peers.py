@@ -28,7 +28,7 @@ logits float32), the peers with bf16 inputs throughout. Inputs are random, scale
 logits have a standard deviation of `LOGIT_STD`: peaked enough that a wrong running maximum
 or normaliser would show.
 
-Every run is a fresh process, and its peak RSS its own (`own_peak_rss_gb`; "+GB": above its
+Every run is a fresh process, and its peak RSS its own (`peak_rss_gb`; "+GB": above its
 RSS once the framework and the inputs were loaded). Within a round the implementations
 alternate, in an order rotated from round to round, and each round starts with the matmul
 peaks (`benchmarks.measure.matmul_peak_gflops`, 4096^2 by default, TensorFlow, each dtype):
@@ -102,24 +102,6 @@ def exact(q, k, v, g, rows):
     out = p @ v
     d_logits = p * (g @ v.T - np.sum(g * out, axis=1, keepdims=True))
     return {"out": out, "d_query": d_logits @ k}
-
-
-def rss_gb():
-    """Resident memory of this process now."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
-
-
-def own_peak_rss_gb():
-    """Peak resident memory of this process's own address space (Linux `VmHWM`).
-
-    Not `getrusage`'s `ru_maxrss`, which Linux carries over `execve`: a process started by
-    `subprocess` reports at least its parent's peak (a child of a 2 GB parent that used 11 MB
-    reported 2.0 GB here).
-    """
-    with open("/proc/self/status") as f:
-        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    return kib / 2**20
 
 
 def _ours(arrays, payload):
@@ -235,6 +217,8 @@ def _peaks(payload):
 
 
 def child(payload):
+    from benchmarks.measure import peak_rss_gb, rss_gb
+
     os.environ["KERAS_BACKEND"] = "jax" if payload["impl"] == "jax" else "tensorflow"
     if payload["impl"] == "peaks":
         return _peaks(payload)
@@ -257,7 +241,7 @@ def child(payload):
     names, counts = ("out", "d_query", "d_key", "d_value"), (queries, queries, keys, keys)
     samples = {name: r.reshape(-1, r.shape[-1])[sample_rows(count)].tolist()
                for name, r, count in zip(names, results, counts)}
-    return {**info, "first_seconds": first, "seconds": seconds, "peak_gb": own_peak_rss_gb(),
+    return {**info, "first_seconds": first, "seconds": seconds, "peak_gb": peak_rss_gb(),
             "base_gb": base, "samples": samples}
 
 

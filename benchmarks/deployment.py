@@ -28,7 +28,7 @@ its own process on one random image of `--size`:
 
 A process loads the model ("load s"), runs the image once ("first call s": tracing, graph
 optimisation and shape inference included) and `--repeats` times more ("s": their median).
-Its peak RSS is its own address space's (`attention_peers.own_peak_rss_gb`; "+GB": above its
+Its peak RSS is its own address space's (`measure.peak_rss_gb`; "+GB": above its
 RSS once the model was loaded). The runtimes alternate, in an order rotated from round to
 round. The error column is the largest |runtime - Keras| over the output, against Keras'
 output for the same image.
@@ -179,7 +179,7 @@ def child(payload):
     os.environ["KERAS_BACKEND"] = "tensorflow"
     if payload["runtime"] == "prepare":
         return _prepare(payload)
-    from benchmarks.attention_peers import own_peak_rss_gb, rss_gb
+    from benchmarks.measure import peak_rss_gb, rss_gb
 
     runtime = payload["runtime"]
     if importlib.util.find_spec(IMPORTS[runtime].split(".")[0]) is None:
@@ -202,7 +202,7 @@ def child(payload):
         seconds.append(time.perf_counter() - start)
     np.save(payload["output"], out.astype(np.float32))
     return {"version": version, "load_seconds": load, "first_seconds": first, "seconds": seconds,
-            "peak_gb": own_peak_rss_gb(), "base_gb": base, **finish()}
+            "peak_gb": peak_rss_gb(), "base_gb": base, **finish()}
 
 
 def plan(args):

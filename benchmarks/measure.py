@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -111,8 +110,21 @@ def tensor_memory():
 
 
 def peak_rss_gb():
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """Peak resident memory of this process's own address space so far (Linux `VmHWM`).
+
+    Not `getrusage`'s `ru_maxrss`, which Linux carries over `execve`: a process started by
+    `subprocess` reported at least its parent's peak (a child of a 2 GB parent that used
+    11 MB reported 2.0 GB).
+    """
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kib / 2**20
+
+
+def rss_gb():
+    """Resident memory of this process now."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def peak_device_gb():
