@@ -13,8 +13,8 @@ import argparse
 import os
 
 from pnen_tf.models import input_convention
+from training.tasks import TASKS
 
-DEFAULT_MODEL = {"smooth": "pnen", "denoise": "memnet", "sr": "memnet"}
 FAMILY_OPTIONS = {"pnen": ("num_groups",),
                   "memnet": ("num_memory_blocks", "num_recursions"),
                   "rdn": ("num_blocks", "num_layers", "growth")}
@@ -28,8 +28,6 @@ PRESETS = {
               "num_groups": 1, "num_memory_blocks": 1, "num_recursions": 1,
               "num_blocks": 2, "num_layers": 3, "growth": 16},
 }
-# Blind denoising (--sigma-range) validates at these noise levels (DnCNN-B's Set12 columns).
-BLIND_VAL_SIGMAS = (15.0, 25.0, 50.0)
 # Flags that may differ when a run is resumed; any other difference is a different run.
 RESUMABLE = ("epochs", "resume", "strategy", "jit", "export_saved_model")
 
@@ -43,9 +41,10 @@ def parser():
                     "paper's recipe (preset 'paper'). Explicit flags override the preset.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
-    a("--task", choices=("smooth", "denoise", "sr"), required=True)
+    a("--task", choices=tuple(TASKS), required=True)
     a("--model", choices=("pnen", "memnet", "rdn"),
-      help="network (default: pnen for smooth, memnet for denoise and sr)")
+      help="network (default: " + "; ".join(
+          f"{task.default_model} for {name}" for name, task in TASKS.items()) + ")")
     a("--nonlocal", dest="nonlocal_block", choices=("none", "nlb", "pnb", "apnb"),
       help="non-local block inserted in the network (paper preset: pnb; quick: none); apnb: "
            "the asymmetric pyramid block of Table III")
@@ -54,18 +53,8 @@ def parser():
     a("--nonlocal-scales", type=int, nargs="+", metavar="S",
       help="PNB strides (default 2 4 8; Table II's ablation uses subsets)")
     a("--deeper", action="store_true", help="the paper's 'deeper' MemNet/RDN baseline")
-    a("--scale", type=int, choices=(2, 3, 4), default=3, help="SR factor (--task sr)")
-    noise = p.add_mutually_exclusive_group()
-    noise.add_argument("--sigma", type=float,
-                       help="noise std on the 0-255 scale (--task denoise; default: 30)")
-    noise.add_argument("--sigma-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                       help="blind denoising: a sigma drawn per patch uniformly from [LOW, HIGH] "
-                            "(DnCNN-B: 0 55); the saved model records sigma null")
-    a("--val-sigmas", type=float, nargs="+", metavar="SIGMA",
-      help="blind denoising: validate at each of these sigmas, the best model chosen on "
-           f"their mean PSNR (default: {' '.join(f'{v:g}' for v in BLIND_VAL_SIGMAS)})")
-    a("--filter", choices=("l0", "wmf", "sd"), default="l0",
-      help="smoothing filter to imitate (--task smooth)")
+    for task in TASKS.values():
+        task.add_fit_flags(p)
     a("--data", nargs="+", metavar="DIR",
       help="folder(s) of training images (PNG/JPEG/BMP), the images of all of them; default: "
            "built-in photographs")
@@ -116,19 +105,20 @@ def resolve(args):
     config = dict(vars(args))
     # One folder stays a plain string, as config.json held it before --data took several.
     config["data"], config["val"] = _folders(args.data), _folders(args.val)
-    config["model"] = config["model"] or DEFAULT_MODEL[args.task]
+    task = TASKS[args.task]
+    config["model"] = config["model"] or task.default_model
     preset = args.preset if args.preset != "auto" else ("paper" if args.data else "quick")
     config["preset"] = preset
     for key, value in PRESETS[preset].items():
         if config.get(key) is None:
             config[key] = value
     model = config["model"]
-    if model == "pnen" and args.task != "smooth":
-        raise ValueError("--model pnen is the smoothing network; use memnet or rdn for "
-                         f"--task {args.task}")
-    config["scale"] = args.scale if args.task == "sr" else 1
-    _resolve_noise(config, args)
-    config["filter"] = args.filter if args.task == "smooth" else None
+    if model not in task.models:
+        raise ValueError(f"--model {model} is not a {task.help} network; use "
+                         f"{' or '.join(task.models)} for --task {args.task}")
+    for other in TASKS.values():  # every task's keys, other tasks' at their neutral values
+        config.update(other.neutral)
+    task.resolve(config, args)
     config["input"] = input_convention(model, config["scale"])
     config["in_channels"] = 3 if model == "pnen" or (model == "rdn" and config["scale"] > 1) else 1
     config["family_options"] = {k: config[k] for k in FAMILY_OPTIONS[model]
@@ -154,31 +144,8 @@ def _folders(value):
     return value[0] if len(value) == 1 else list(value)
 
 
-def _resolve_noise(config, args):
-    """sigma (fixed noise), or sigma_range and val_sigmas (blind); None where not used."""
-    config["sigma"] = config["sigma_range"] = config["val_sigmas"] = None
-    if args.task != "denoise":
-        return
-    if args.sigma_range is None:
-        if args.val_sigmas:
-            raise ValueError("--val-sigmas is for blind denoising (--sigma-range); a fixed "
-                             "--sigma validates at that sigma")
-        config["sigma"] = 30.0 if args.sigma is None else args.sigma
-        return
-    low, high = args.sigma_range
-    if not 0 <= low < high:
-        raise ValueError(f"--sigma-range {low:g} {high:g}: needs 0 <= LOW < HIGH")
-    config["sigma_range"] = [low, high]
-    config["val_sigmas"] = list(args.val_sigmas or BLIND_VAL_SIGMAS)
-    if min(config["val_sigmas"]) < 0:
-        raise ValueError(f"--val-sigmas must be >= 0, got {config['val_sigmas']}")
-
-
 def _run_name(config):
-    task = config["task"]
-    suffix = (f"x{config['scale']}" if task == "sr" else config["filter"] if task == "smooth"
-              else "blind" if config["sigma_range"] else f"s{config['sigma']:g}")
-    return f"{config['task']}-{config['model']}-{suffix}"
+    return f"{config['task']}-{config['model']}-{TASKS[config['task']].run_suffix(config)}"
 
 
 def build_options(config, synchronized_bn=False):

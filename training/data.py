@@ -1,10 +1,10 @@
 """Training and validation data: image folders -> (input, target) pairs -> `tf.data` batches.
 
 Images are decoded once (`pnen_tf.image_io`, which names the file of any decoding problem),
-brought to the model's channels, degraded once per whole image where the degradation is
-deterministic (bicubic SR pairs, cached smoothing targets), and held in memory as uint8.
-The training stream crops random patches, applies the paper's flips and 90-degree rotations
-and, for denoising, fresh Gaussian noise per patch (Sec. IV-A, V).
+brought to the model's channels, degraded once per whole image by their task
+(`training.tasks`: bicubic SR pairs, cached smoothing targets), and held in
+memory as uint8. The training stream crops random patches, applies the paper's flips and
+90-degree rotations and what the task draws per patch (denoising's noise; Sec. IV-A, V).
 
 Every training element n is a pure function of (seed, n): the image and crop come from a NumPy
 random generator seeded with [seed, n], the augmentation and noise from stateless TF ops seeded with
@@ -19,8 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from pnen_tf import image_io
-from pnen_tf.imresize import imresize
-from training import degradations, smoothing
+from training import degradations
 
 log = logging.getLogger("training")
 
@@ -111,31 +110,6 @@ def center_crop(images, size):
     return cropped
 
 
-def make_pairs(images, task, scale=1, convention="same", filter_name=None, cache_root=None):
-    """(input, target) pairs, one per image, for `task` (see `training.degradations`).
-
-    Targets are uint8; inputs too, except the float32 bicubic-upsampled SR input.
-
-    Denoising pairs are (clean, clean): the noise is drawn per patch by the stream.
-    Smoothing targets come from the cache, the missing ones computed first (in parallel,
-    with progress lines: `smoothing.cached_targets`).
-    """
-    pairs = []
-    targets = (smoothing.cached_targets([image for _, image in images], filter_name,
-                                        cache_root)
-               if task == "smooth" else [None] * len(images))
-    for (path, image), target_path in zip(images, targets):
-        if task == "sr":
-            pairs.append(degradations.bicubic_pair(image, scale, convention))
-        elif task == "smooth":
-            target = image_io.to_integers(image_io.read_image(target_path).pixels)
-            pairs.append((image, target.reshape(image.shape)))
-        else:
-            pairs.append((image, image))
-        log.debug("prepared %s", path)
-    return pairs
-
-
 def _crop(pair, patch, ratio, rng):
     """Aligned random crops: `patch` pixels of the target, `patch // ratio` of an LR input."""
     inp, target = pair
@@ -146,19 +120,17 @@ def _crop(pair, patch, ratio, rng):
     return inp[top:top + size, left:left + size], target[t:t + p, l:l + p]
 
 
-def train_dataset(pairs, *, patch, batch, seed, task, sigma=0.0, sigma_range=None,
-                  start_step=0):
+def train_dataset(pairs, *, patch, batch, seed, task, start_step=0):
     """Infinite stream of (input, target) float32 batches in [0, 1] (input unclipped if noisy).
 
     Args:
-        pairs: from `make_pairs`; an LR input is `ratio` times smaller than its target.
+        pairs: from the task's `training_pairs`; an LR input is `ratio` times smaller than
+            its target.
         patch: target patch side (the paper's 96); an LR input patch is `patch // scale`.
         batch: global batch size (split across replicas by the distribution strategy).
         seed: run seed; element n depends on (seed, n) only.
-        task: 'smooth', 'denoise' or 'sr'.
-        sigma: noise level on the [0, 255] scale for 'denoise'.
-        sigma_range: (low, high) for blind 'denoise': each patch's sigma is drawn uniformly
-            from it (`degradations.draw_sigma`), instead of `sigma`.
+        task: the configured task (`training.tasks.configure`), whose `train_input` adds
+            what is drawn per patch (denoising's noise).
         start_step: first batch to produce (to resume).
     """
     ratio = pairs[0][1].shape[0] // pairs[0][0].shape[0]
@@ -183,11 +155,7 @@ def train_dataset(pairs, *, patch, batch, seed, task, sigma=0.0, sigma_range=Non
         inp, target = degradations.augment((inp, target), element_seed)
         inp = tf.image.convert_image_dtype(inp, tf.float32)
         target = tf.image.convert_image_dtype(target, tf.float32)
-        if task == "denoise":
-            level = sigma if sigma_range is None else \
-                degradations.draw_sigma(sigma_range, element_seed + 3)
-            inp = degradations.add_noise(inp, level, element_seed + 2)
-        return inp, target
+        return task.train_input(inp, element_seed), target
 
     dataset = tf.data.Dataset.counter(start_step * batch).map(load)
     dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -199,22 +167,19 @@ def train_dataset(pairs, *, patch, batch, seed, task, sigma=0.0, sigma_range=Non
     return dataset.with_options(options)
 
 
-def validation_set(pairs, *, task, scale=1, convention="same", sigma=0.0, seed=0):
+def validation_set(pairs, *, task, convention="same", level=None, seed=0):
     """Whole validation images as float32 [H, W, C] dicts: input, target and baseline.
 
-    The baseline is what the network must beat: the noisy input (denoise), the bicubic
-    upsampling (sr) or the unfiltered image (smooth). Validation noise is drawn once from
-    `seed`, so scores are comparable from epoch to epoch.
+    The configured `task` makes the input (denoising's noise at `level`, default its sigma) and
+    the baseline the network must beat (the noisy input, the bicubic upsampling, the
+    unfiltered image). Validation noise is drawn once from `seed`, so scores
+    are comparable from epoch to epoch.
     """
     rng = np.random.default_rng([seed, 2**31])
     items = []
     for inp, target in pairs:
-        inp = tf.image.convert_image_dtype(inp, tf.float32).numpy()
-        if task == "denoise":
-            inp = inp + rng.normal(0.0, sigma / 255.0, inp.shape).astype(np.float32)
-        baseline = inp
-        if convention == "lr":
-            baseline = imresize(inp, scale=scale).numpy()
+        inp = task.validation_input(tf.image.convert_image_dtype(inp, tf.float32).numpy(), rng,
+                                    level)
         items.append({"input": inp, "target": target.astype(np.float32) / 255.0,
-                      "baseline": baseline})
+                      "baseline": task.validation_baseline(inp, convention)})
     return items

@@ -5,22 +5,12 @@
         --data Set12 --out results/ --save restored/
 
 Whole images, never tiles. Each ground-truth image x (8-bit; 16-bit files are rounded to
-8 bits, alpha is dropped) gives a network input and a target:
-
-- sr: HR = modcrop(x, scale); LR = uint8(round(imresize(HR, 1/scale))) with MATLAB's
-  antialiased bicubic (`pnen_tf.imresize`). An 'lr' model (RDN) gets LR, an 'upsampled' one
-  (MemNet) gets imresize(LR, scale) unrounded; the target is HR. Measured on the Y of
-  BT.601 YCbCr with `scale` pixels shaved (Table V's protocol).
-- denoise: y = (x + sigma * n) / 255 with x on [0, 255] and n ~ N(0, 1) drawn by
-  `numpy.random.default_rng(seed)`, seed = CRC-32 of the file's base name, so every run and
-  every model sees the same noise; y is neither clipped nor rounded (DnCNN's Set12 protocol,
-  y = x + sigma/255 * randn). Measured on the image itself, no shave (Table IV).
-- smooth: the target is `training.smoothing.smooth_target(x, filter)` (WMF, L0 or SD
-  filter), the input is x. Measured on all RGB channels, no shave (Table I).
-
-Outputs are clipped and rounded to 8 bits before measuring, as a saved PNG would be
-(`pnen_tf.metrics`). Baselines: `bicubic` (sr: imresize(LR, scale)), `noisy` (denoise: the
-noisy input itself), `identity` (smooth: the unfiltered input).
+8 bits, alpha is dropped) gives a network input and a target by its task's protocol, the
+same code that makes the task's training pairs (`training.tasks`: sr, denoise, smooth;
+each module's docstring states its protocol), and is measured as the task says (Y channel,
+shave). Outputs are clipped and rounded to 8 bits before measuring, as a saved PNG would be
+(`pnen_tf.metrics`). Baselines: `bicubic` (sr), `noisy` (denoise: the noisy input itself),
+`identity` (smooth: the unfiltered input).
 """
 
 import argparse
@@ -30,46 +20,29 @@ import io
 import json
 import os
 import sys
-import zlib
 
 import numpy as np
 
 from pnen_tf import image_io
 from pnen_tf._outputs import (name_preferences, output_folder, refuse_overwriting_inputs,
                               unique_names)
-from pnen_tf.imresize import imresize, modcrop
 from pnen_tf.metrics import calculate_psnr, calculate_ssim, gaussian_window
+from training.tasks import BASELINES, TASKS, configure
 
-TASKS = ("smooth", "denoise", "sr")
-FILTERS = ("l0", "wmf", "sd")
-BASELINES = {"bicubic": "sr", "noisy": "denoise", "identity": "smooth"}
 REPORTS = ("per_image.csv", "results.json")
-
-
-def noise_seed(path):
-    """Seed of the denoising noise for an image: CRC-32 of its base name (stable across runs)."""
-    return zlib.crc32(os.path.basename(path).encode("utf-8"))
+# The settings `training.evaluate` takes, one per task (--scale, --sigma, --filter, ...).
+SETTINGS = tuple(task.setting for task in TASKS.values())
 
 
 def degrade(args, path, truth):
-    """(network input float32 in [0, 1], target uint8) for the ground truth `truth` (uint8)."""
-    if args.task == "sr":
-        hr = modcrop(truth, args.scale)
-        lr = image_io.to_integers(imresize(hr / 255.0, 1.0 / args.scale).numpy())
-        return lr.astype(np.float32) / 255.0, hr
-    if args.task == "denoise":
-        noise = np.random.default_rng(noise_seed(path)).standard_normal(truth.shape)
-        return ((truth + args.sigma * noise) / 255.0).astype(np.float32), truth
-    from training.smoothing import smooth_target  # only smoothing needs the filters
-
-    return truth.astype(np.float32) / 255.0, smooth_target(truth, args.filter)
+    """(network input float32 in [0, 1], target uint8) for the ground truth `truth` (uint8),
+    by the protocol of `args.task` (`training.tasks`)."""
+    return configure(vars(args)).evaluation_pair(path, truth)
 
 
-def baseline(name, scale):
-    """The restore function of a baseline: bicubic upscaling or the input unchanged."""
-    if name == "bicubic":
-        return lambda pixels: imresize(pixels, scale).numpy()
-    return lambda pixels: pixels
+def baseline(name, scale=1):
+    """The restore function of a baseline (bicubic upscaling, the input unchanged)."""
+    return configure({"task": BASELINES[name], "scale": scale}).restore_baseline
 
 
 def check_size(args, path, truth):
@@ -183,10 +156,9 @@ def write_reports(out_dir, config, results):
 
 
 def add_arguments(parser):
-    parser.add_argument("--task", choices=TASKS, help="default: the model's recorded task")
-    parser.add_argument("--scale", type=int, help="SR scale factor (2, 3, 4)")
-    parser.add_argument("--sigma", type=float, help="Gaussian noise level on [0, 255]")
-    parser.add_argument("--filter", choices=FILTERS, help="smoothing filter to reproduce")
+    parser.add_argument("--task", choices=tuple(TASKS), help="default: the model's recorded task")
+    for task in TASKS.values():
+        task.add_evaluate_flags(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help=".keras file, SavedModel directory or preset name "
                                         "(pnen-tf presets)")
@@ -203,30 +175,25 @@ def add_arguments(parser):
 
 def _resolve(args, info):
     """Fill unset options from the model's facts and the task's protocol; check them."""
-    for key in ("task", "scale", "sigma", "filter"):
-        if getattr(args, key) is None and info.get(key) is not None:
-            setattr(args, key, info[key])
+    if args.task is None:
+        args.task = info.get("task")
     if args.task is None:
         raise ValueError("--task is needed (the model records none)")
     if info.get("task") not in (None, args.task):
         raise ValueError(f"the model was trained for {info['task']!r}, not {args.task!r}")
+    for key in SETTINGS:
+        if getattr(args, key) is None and info.get(key) is not None:
+            setattr(args, key, info[key])
     if args.baseline and BASELINES[args.baseline] != args.task:
         raise ValueError(f"baseline {args.baseline!r} is for task {BASELINES[args.baseline]!r}")
-    needs = {"sr": ("scale", lambda v: v is not None and v >= 2),
-             "denoise": ("sigma", lambda v: v is not None and v >= 0),
-             "smooth": ("filter", lambda v: v in FILTERS)}
-    key, valid = needs[args.task]
-    if not valid(getattr(args, key)):
-        blind = info.get("sigma_range") if args.task == "denoise" else None
-        note = (f" (the model is a blind denoiser, trained for sigma {blind[0]:g}-{blind[1]:g})"
-                if blind else "")
-        raise ValueError(f"--task {args.task} needs a valid --{key}, got "
-                         f"{getattr(args, key)}{note}")
-    args.scale = args.scale if args.task == "sr" else 1
+    task = TASKS[args.task]
+    task.check_evaluation(args, info)
+    args.scale = task.requested_scale(args) or 1
+    configured = configure(vars(args))
     if args.test_y_channel is None:
-        args.test_y_channel = args.task == "sr"
+        args.test_y_channel = configured.test_y_channel
     if args.shave is None:
-        args.shave = args.scale if args.task == "sr" else 0
+        args.shave = configured.shave
 
 
 def planned_outputs(args, sets):
@@ -245,9 +212,11 @@ def _load(args):
     if args.model:
         from pnen_tf.restore import load_restorer
 
-        restorer = load_restorer(args.model, args.scale if args.task == "sr" else None)
+        restorer = load_restorer(args.model,
+                                 TASKS[args.task].requested_scale(args) if args.task else None)
     _resolve(args, restorer.info if restorer else {})
-    if restorer and args.task == "sr" and restorer.scale != args.scale:
+    expected = TASKS[args.task].requested_scale(args)
+    if restorer and expected and restorer.scale != expected:
         raise ValueError(f"{args.model} is a x{restorer.scale} model, --scale {args.scale} asked")
     return restorer
 
@@ -283,8 +252,10 @@ def _evaluate(args, sets, restorer):
         results[name] = rows
         print(format_table(folder, rows) + "\n")
     if args.out:
-        config = {k: getattr(args, k) for k in ("task", "scale", "sigma", "filter", "model",
-                                                "baseline", "test_y_channel", "shave")}
+        keys = dict.fromkeys(("task", "scale", "sigma", "filter",
+                              TASKS[args.task].setting, "model", "baseline",
+                              "test_y_channel", "shave"))
+        config = {k: getattr(args, k) for k in keys}
         try:
             write_reports(args.out, config, results)
         except OSError as error:

@@ -32,6 +32,7 @@ def _prepare_data(config):
     else one, [(None, items)].
     """
     from training import builtin_images, data
+    from training.tasks import configure
 
     min_side = config["patch"]
     val_folders = _folders(config["val"])
@@ -46,20 +47,17 @@ def _prepare_data(config):
     else:
         train_paths = builtin_images.train_paths()
         val_paths = val_paths or builtin_images.validation_paths()
-    kwargs = dict(task=config["task"], scale=config["scale"], convention=config["input"],
-                  filter_name=config["filter"], cache_root=config["target_cache"])
-    train = data.make_pairs(data.load_images(train_paths, config["in_channels"], min_side),
-                            **kwargs)
+    task = configure(config)
+    train = task.training_pairs(data.load_images(train_paths, config["in_channels"], min_side),
+                                config["input"], config["target_cache"])
     # Validation images only need to survive the SR shave and SSIM's 11x11 window.
     val_images = data.load_images(val_paths, config["in_channels"], 11 + 2 * config["scale"])
     if config["val_crop"]:
         val_images = data.center_crop(val_images, config["val_crop"])
-    val_pairs = data.make_pairs(val_images, **kwargs)
-    return train, [(sigma, data.validation_set(val_pairs, task=config["task"],
-                                               scale=config["scale"], convention=config["input"],
-                                               sigma=sigma or config["sigma"] or 0.0,
-                                               seed=config["seed"]))
-                   for sigma in config["val_sigmas"] or [None]]
+    val_pairs = task.training_pairs(val_images, config["input"], config["target_cache"])
+    return train, [(sigma, data.validation_set(val_pairs, task=task, convention=config["input"],
+                                               level=sigma, seed=config["seed"]))
+                   for sigma in task.validation_levels()]
 
 
 def _validate(predict, groups, shave, y_only):
@@ -100,14 +98,13 @@ def _log_per_sigma(run_log, step, per_sigma):
 def _model_info(config):
     import pnen_tf
     from training.config import build_options
+    from training.tasks import TASKS
 
-    info = {"model": config["model"], "task": config["task"], "scale": config["scale"],
+    return {"model": config["model"], "task": config["task"], "scale": config["scale"],
             "in_channels": config["in_channels"], "input": config["input"],
             "sigma": config["sigma"], "filter": config["filter"],
-            "options": build_options(config), "pnen_tf_version": pnen_tf.__version__}
-    if config["sigma_range"]:  # blind: sigma stays null, so evaluation asks for --sigma
-        info["sigma_range"] = config["sigma_range"]
-    return info
+            "options": build_options(config), "pnen_tf_version": pnen_tf.__version__,
+            **TASKS[config["task"]].facts(config)}
 
 
 def _build(config, strategy):
@@ -165,11 +162,11 @@ def train(config):
         checkpoints.write_json(config_path, config)
     run_log = logging_utils.RunLog(out, chief, start_epoch)
     from training.data import train_dataset
+    from training.tasks import configure
 
+    task = configure(config)
     dataset = train_dataset(train_pairs, patch=config["patch"], batch=config["batch"],
-                            seed=config["seed"], task=config["task"],
-                            sigma=config["sigma"] or 0.0, sigma_range=config["sigma_range"],
-                            start_step=start_step)
+                            seed=config["seed"], task=task, start_step=start_step)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     step = loop.make_train_step(strategy, model, optimizer, config["batch"], config["loss"],
                                 config["jit"])
@@ -177,7 +174,7 @@ def train(config):
     inference = models.single_output(model)
     predict = loop.make_predict(inference)
     info = _model_info(config)
-    shave, y_only = (config["scale"], True) if config["task"] == "sr" else (0, False)
+    shave, y_only = task.shave, task.test_y_channel
     scores, per_sigma = {}, {}
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     prefix = f"[worker {worker}] " if multi_worker else ""

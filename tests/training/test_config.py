@@ -4,7 +4,8 @@ import shlex
 
 import pytest
 
-from training.config import BLIND_VAL_SIGMAS, check_resumable, parser, resolve
+from training.config import check_resumable, parser, resolve
+from training.tasks.denoise import BLIND_VAL_SIGMAS
 
 # /work/runs/denoise-s50.sh, the denoise-gray-s50 preset candidate, as started on 2026-12-02,
 # and the config.json it saved: the run is resumed with these flags and --resume, so every

@@ -8,6 +8,7 @@ import pytest
 
 from pnen_tf import image_io
 from training import builtin_images, data
+from training.tasks import configure
 
 
 def _write(folder, name, shape, seed=0):
@@ -19,14 +20,19 @@ def _pairs(task, channels=1, scale=1, convention="same", n=3, side=40):
     rng = np.random.default_rng(1)
     images = [(f"im{i}", rng.integers(0, 256, (side + 3 * i, side, channels), dtype=np.uint8))
               for i in range(n)]
-    return data.make_pairs(images, task, scale, convention)
+    return _task(task, scale=scale).training_pairs(images, convention)
+
+
+def _task(name, **settings):
+    return configure({"task": name, **settings})
 
 
 @pytest.mark.parametrize("task,scale,convention,in_side", [
     ("denoise", 1, "same", 24), ("sr", 3, "upsampled", 24), ("sr", 3, "lr", 8)])
 def test_batches_have_shapes_ranges_and_content(task, scale, convention, in_side):
     pairs = _pairs(task, scale=scale, convention=convention)
-    ds = data.train_dataset(pairs, patch=24, batch=4, seed=0, task=task, sigma=50.0)
+    ds = data.train_dataset(pairs, patch=24, batch=4, seed=0,
+                            task=_task(task, scale=scale, sigma=50.0))
     inp, target = next(iter(ds))
     assert inp.shape == (4, in_side, in_side, 1) and target.shape == (4, 24, 24, 1)
     assert inp.dtype == target.dtype == np.float32
@@ -41,7 +47,7 @@ def test_batches_have_shapes_ranges_and_content(task, scale, convention, in_side
 def test_stream_is_reproducible_and_resumes_exactly():
     pairs = _pairs("denoise")
     stream = lambda seed, start=0: data.train_dataset(pairs, patch=16, batch=2, seed=seed,
-                                                      task="denoise", sigma=30.0,
+                                                      task=_task("denoise", sigma=30.0),
                                                       start_step=start)
     first = [b[0].numpy() for b in stream(5).take(4)]
     again = [b[0].numpy() for b in stream(5).take(4)]
@@ -58,17 +64,18 @@ def test_crops_are_aligned_between_lr_input_and_target():
     hr = np.kron(np.arange(16, dtype=np.uint8).reshape(4, 4), np.ones((6, 6), np.uint8))
     lr = hr[::3, ::3]
     pairs = [(lr[..., None], hr[..., None])]
-    inp, target = next(iter(data.train_dataset(pairs, patch=12, batch=8, seed=0, task="sr")))
+    inp, target = next(iter(data.train_dataset(pairs, patch=12, batch=8, seed=0,
+                                                task=_task("sr", scale=3))))
     # Augmented together: every target pixel block repeats its LR pixel.
     np.testing.assert_array_equal(target.numpy()[:, ::3, ::3], inp.numpy())
 
 
 def test_validation_baseline_is_the_degraded_input(tmp_path):
     pairs = _pairs("sr", channels=3, scale=2, convention="lr")
-    items = data.validation_set(pairs, task="sr", scale=2, convention="lr")
+    items = data.validation_set(pairs, task=_task("sr", scale=2), convention="lr")
     assert items[0]["baseline"].shape == items[0]["target"].shape
-    noisy = data.validation_set(_pairs("denoise"), task="denoise", sigma=30.0, seed=3)
-    again = data.validation_set(_pairs("denoise"), task="denoise", sigma=30.0, seed=3)
+    noisy = data.validation_set(_pairs("denoise"), task=_task("denoise", sigma=30.0), seed=3)
+    again = data.validation_set(_pairs("denoise"), task=_task("denoise", sigma=30.0), seed=3)
     np.testing.assert_array_equal(noisy[0]["input"], again[0]["input"])
     assert noisy[0]["baseline"] is noisy[0]["input"]
 
@@ -132,13 +139,14 @@ def test_hold_out_takes_the_last_twentieth_of_every_folder(tmp_path):
 
 def test_blind_noise_draws_one_sigma_per_patch_in_the_range():
     pairs = _pairs("denoise", side=60)
-    stream = lambda: data.train_dataset(pairs, patch=48, batch=32, seed=0, task="denoise",
-                                        sigma_range=(0.0, 55.0))
+    blind = _task("denoise", sigma_range=(0.0, 55.0))
+    stream = lambda: data.train_dataset(pairs, patch=48, batch=32, seed=0, task=blind)
     inp, target = next(iter(stream()))
     sigmas = (inp - target).numpy().reshape(32, -1).std(axis=1) * 255
     assert sigmas.min() < 15 and sigmas.max() > 40 and sigmas.max() < 57  # 2304 pixels each
     np.testing.assert_array_equal(inp.numpy(), next(iter(stream()))[0].numpy())
-    fixed = data.train_dataset(pairs, patch=48, batch=32, seed=0, task="denoise", sigma=25.0)
+    fixed = data.train_dataset(pairs, patch=48, batch=32, seed=0,
+                               task=_task("denoise", sigma=25.0))
     fixed_inp, fixed_target = next(iter(fixed))
     # Same patches and augmentation; only the noise level differs.
     np.testing.assert_array_equal(target.numpy(), fixed_target.numpy())
@@ -151,10 +159,10 @@ def test_smoothing_pairs_come_from_the_target_cache(tmp_path, monkeypatch):
 
     rng = np.random.default_rng(2)
     images = [(f"im{i}", rng.integers(0, 256, (30, 34, 3), dtype=np.uint8)) for i in range(3)]
-    pairs = data.make_pairs(images, "smooth", filter_name="l0", cache_root=str(tmp_path))
+    pairs = _task("smooth", filter="l0").training_pairs(images, "same", str(tmp_path))
     for (_, image), (inp, target) in zip(images, pairs):
         assert inp is image
         np.testing.assert_array_equal(target, smoothing.smooth_target(image, "l0"))
     monkeypatch.setattr(smoothing, "smooth_target", lambda *a: pytest.fail("recomputed"))
-    again = data.make_pairs(images, "smooth", filter_name="l0", cache_root=str(tmp_path))
+    again = _task("smooth", filter="l0").training_pairs(images, "same", str(tmp_path))
     np.testing.assert_array_equal(again[1][1], pairs[1][1])

@@ -9,6 +9,8 @@ import tensorflow as tf
 from pnen_tf.imresize import imresize
 from pnen_tf.metrics import rgb_to_ycbcr
 from training import degradations, evaluate
+from training.tasks.denoise import add_noise, draw_sigma
+from training.tasks.sr import bicubic_pair
 
 
 def _photo(shape=(50, 61, 3), seed=0):
@@ -20,7 +22,7 @@ def _photo(shape=(50, 61, 3), seed=0):
 @pytest.mark.parametrize("convention", ["lr", "upsampled"])
 def test_bicubic_pair_is_what_evaluation_measures(convention):
     hr = _photo()
-    inp, target = degradations.bicubic_pair(hr, 3, convention)
+    inp, target = bicubic_pair(hr, 3, convention)
     args = types.SimpleNamespace(task="sr", scale=3)
     eval_lr, eval_hr = evaluate.degrade(args, "x.png", hr)
     np.testing.assert_array_equal(target, eval_hr)
@@ -35,7 +37,7 @@ def test_bicubic_pair_is_what_evaluation_measures(convention):
 
 
 def test_bicubic_downscale_of_a_constant_is_the_constant():
-    inp, _ = degradations.bicubic_pair(np.full((12, 12, 1), 77, np.uint8), 4, "lr")
+    inp, _ = bicubic_pair(np.full((12, 12, 1), 77, np.uint8), 4, "lr")
     np.testing.assert_array_equal(inp, 77)
 
 
@@ -50,12 +52,12 @@ def test_gray_conversion_is_matlab_rgb2ycbcr_y():
 
 def test_noise_has_sigma_over_255_and_depends_on_seed_only():
     clean = tf.fill([64, 64, 1], 0.5)
-    noisy = degradations.add_noise(clean, 30.0, tf.constant([1, 2], tf.int64)).numpy()
+    noisy = add_noise(clean, 30.0, tf.constant([1, 2], tf.int64)).numpy()
     residual = noisy - 0.5
     assert abs(residual.std() - 30 / 255) < 0.01 and abs(residual.mean()) < 0.01
     assert noisy.max() > 0.5 + 2 * 30 / 255  # not clipped to the clean range
-    again = degradations.add_noise(clean, 30.0, tf.constant([1, 2], tf.int64)).numpy()
-    other = degradations.add_noise(clean, 30.0, tf.constant([1, 3], tf.int64)).numpy()
+    again = add_noise(clean, 30.0, tf.constant([1, 2], tf.int64)).numpy()
+    other = add_noise(clean, 30.0, tf.constant([1, 3], tf.int64)).numpy()
     np.testing.assert_array_equal(noisy, again)
     assert not np.array_equal(noisy, other)
 
@@ -74,9 +76,9 @@ def test_augment_covers_the_dihedral_group_and_keeps_pairs_aligned():
 
 
 def test_blind_sigma_is_uniform_in_the_range_and_stateless():
-    draws = np.array([float(degradations.draw_sigma((5.0, 55.0), tf.constant([0, n], tf.int64)))
+    draws = np.array([float(draw_sigma((5.0, 55.0), tf.constant([0, n], tf.int64)))
                       for n in range(400)])
     assert draws.min() >= 5 and draws.max() < 55
     assert abs(draws.mean() - 30) < 3 and draws.std() == pytest.approx(50 / np.sqrt(12), rel=0.1)
-    again = degradations.draw_sigma((5.0, 55.0), tf.constant([0, 7], tf.int64))
+    again = draw_sigma((5.0, 55.0), tf.constant([0, 7], tf.int64))
     assert float(again) == draws[7]

@@ -26,10 +26,12 @@ MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from pnen_tf import models
     from training import data, loop, strategy as strategies
+    from training.tasks import configure
 
     rng = np.random.default_rng(0)
     images = [(str(i), rng.integers(0, 256, (40, 40, 1), dtype=np.uint8)) for i in range(2)]
-    pairs = data.make_pairs(images, "denoise")
+    denoise = configure({"task": "denoise", "sigma": 30.0})
+    pairs = denoise.training_pairs(images, "same")
 
     def losses(strategy):
         keras.utils.set_random_seed(0)
@@ -39,8 +41,7 @@ MIRRORED = textwrap.dedent("""
                                  synchronized_bn=strategies.needs_synchronized_bn(strategy))
             optimizer = keras.optimizers.Adam(1e-3)
             optimizer.build(model.trainable_variables)
-        dataset = data.train_dataset(pairs, patch=16, batch=4, seed=0, task="denoise",
-                                     sigma=30.0)
+        dataset = data.train_dataset(pairs, patch=16, batch=4, seed=0, task=denoise)
         step = loop.make_train_step(strategy, model, optimizer, 4)
         iterator = iter(strategy.experimental_distribute_dataset(dataset))
         return [float(step(iterator)) for _ in range(4)]

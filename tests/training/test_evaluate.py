@@ -15,6 +15,7 @@ from pnen_tf.image_io import read_image, to_integers, write_image
 from pnen_tf.imresize import imresize
 from pnen_tf.metrics import calculate_psnr, calculate_ssim
 from training import evaluate
+from training.tasks.denoise import noise_seed
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def test_denoising_noise_is_seeded_by_name_and_unclipped(folder):
     other, _ = evaluate.degrade(args, "b.png", truth)
     np.testing.assert_array_equal(noisy, again)
     assert not np.array_equal(noisy, other)
-    noise = np.random.default_rng(evaluate.noise_seed("a.png")).standard_normal(truth.shape)
+    noise = np.random.default_rng(noise_seed("a.png")).standard_normal(truth.shape)
     np.testing.assert_allclose(noisy, (250 + 50 * noise) / 255, rtol=1e-6)
     assert noisy.max() > 1  # not clipped
     assert target is truth

@@ -8,6 +8,7 @@ import keras
 
 from pnen_tf import models
 from training import checkpoints, data, loop
+from training.tasks import configure
 
 TINY = {"pnen": {"num_groups": 1}, "memnet": {"num_memory_blocks": 1, "num_recursions": 1},
         "rdn": {"num_blocks": 1, "num_layers": 2, "growth": 8}}
@@ -31,7 +32,7 @@ def _pairs(task, channels, scale, convention):
                .astype(np.uint8)) for i in range(2)]
     if task == "smooth":  # a cheap stand-in target: the mean of each image
         return [(im, np.full_like(im, int(im.mean()))) for _, im in images]
-    return data.make_pairs(images, task, scale, convention)
+    return configure({"task": task, "scale": scale}).training_pairs(images, convention)
 
 
 def test_eq5_loss_sums_the_mse_of_every_output():
@@ -53,7 +54,8 @@ def test_every_task_and_model_trains(task, name, scale):
     pairs = _pairs(task, channels, scale, convention)
     strategy = tf.distribute.get_strategy()
     optimizer = keras.optimizers.Adam(2e-3)
-    dataset = data.train_dataset(pairs, patch=24, batch=4, seed=0, task=task, sigma=30.0)
+    dataset = data.train_dataset(pairs, patch=24, batch=4, seed=0,
+                                 task=configure({"task": task, "scale": scale, "sigma": 30.0}))
     step = loop.make_train_step(strategy, model, optimizer, 4)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     losses = [float(step(iterator)) for _ in range(12)]
@@ -106,7 +108,7 @@ def test_checkpoint_restores_step_counter_and_lr_schedule(tmp_path):
 
 def _train_denoising_steps(model, optimizer, steps):
     dataset = data.train_dataset(_pairs("denoise", 1, 1, "same"), patch=16, batch=2, seed=0,
-                                 task="denoise", sigma=30.0)
+                                 task=configure({"task": "denoise", "sigma": 30.0}))
     step = loop.make_train_step(tf.distribute.get_strategy(), model, optimizer, 2)
     iterator = iter(dataset)
     for _ in range(steps):
