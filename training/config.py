@@ -84,7 +84,8 @@ def parser():
     a("--ema", type=float, default=0.0, metavar="MOMENTUM",
       help="keep an exponential moving average of the weights (e.g. 0.999) for validation "
            "and saved models; 0 = off")
-    a("--out", help="run folder (default: runs/<task>-<model>-<x<scale>|s<sigma>|blind|<filter>>)")
+    a("--out", help="run folder (default: runs/<task>-<model>-<x<scale>|s<sigma>|blind|<filter>|"
+                    "q<quality>>)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a("--strategy", choices=("auto", "mirrored", "multiworker", "one"), default="auto",
       help="auto: multi-worker if TF_CONFIG names a cluster, mirrored over several GPUs, "

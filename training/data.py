@@ -2,7 +2,7 @@
 
 Images are decoded once (`pnen_tf.image_io`, which names the file of any decoding problem),
 brought to the model's channels, degraded once per whole image by their task
-(`training.tasks`: bicubic SR pairs, cached smoothing targets), and held in
+(`training.tasks`: bicubic SR pairs, cached smoothing targets, JPEG images), and held in
 memory as uint8. The training stream crops random patches, applies the paper's flips and
 90-degree rotations and what the task draws per patch (denoising's noise; Sec. IV-A, V).
 
@@ -172,7 +172,7 @@ def validation_set(pairs, *, task, convention="same", level=None, seed=0):
 
     The configured `task` makes the input (denoising's noise at `level`, default its sigma) and
     the baseline the network must beat (the noisy input, the bicubic upsampling, the
-    unfiltered image). Validation noise is drawn once from `seed`, so scores
+    unfiltered image, the JPEG image). Validation noise is drawn once from `seed`, so scores
     are comparable from epoch to epoch.
     """
     rng = np.random.default_rng([seed, 2**31])

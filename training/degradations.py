@@ -1,7 +1,7 @@
 """What every task's training data shares: the model's channels and the paper's augmentation.
 
 The degradations themselves belong to their task (`training.tasks`: bicubic SR pairs,
-Gaussian noise, smoothing targets), each used by training and evaluation alike.
+Gaussian noise, smoothing targets, JPEG images), each used by training and evaluation alike.
 Gray models see the Y of BT.601 YCbCr (MATLAB `rgb2ycbcr`), the channel `pnen_tf.restore`
 feeds them and the channel the SR tables measure.
 """

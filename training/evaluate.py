@@ -6,11 +6,11 @@
 
 Whole images, never tiles. Each ground-truth image x (8-bit; 16-bit files are rounded to
 8 bits, alpha is dropped) gives a network input and a target by its task's protocol, the
-same code that makes the task's training pairs (`training.tasks`: sr, denoise, smooth;
+same code that makes the task's training pairs (`training.tasks`: sr, denoise, smooth, jpeg;
 each module's docstring states its protocol), and is measured as the task says (Y channel,
 shave). Outputs are clipped and rounded to 8 bits before measuring, as a saved PNG would be
 (`pnen_tf.metrics`). Baselines: `bicubic` (sr), `noisy` (denoise: the noisy input itself),
-`identity` (smooth: the unfiltered input).
+`identity` (smooth: the unfiltered input), `jpeg` (jpeg: the decoded JPEG image).
 """
 
 import argparse

@@ -5,11 +5,11 @@
 table and never name a task. A new task is a new module here and one line below.
 """
 
-from training.tasks import denoise, smooth, sr
+from training.tasks import denoise, jpeg, smooth, sr
 from training.tasks.base import Task
 
 # In this order their flags appear in --help.
-TASKS = {module.TASK.name: module.TASK for module in (sr, denoise, smooth)}
+TASKS = {module.TASK.name: module.TASK for module in (sr, denoise, smooth, jpeg)}
 BASELINES = {task.baseline: name for name, task in TASKS.items()}
 
 

@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 
 
 def test_every_task_has_a_baseline_a_setting_and_a_run_name():
-    assert list(TASKS) == ["sr", "denoise", "smooth"]
+    assert list(TASKS) == ["sr", "denoise", "smooth", "jpeg"]
     assert sorted(BASELINES.values()) == sorted(TASKS)  # one baseline per task
     assert len(set(SETTINGS)) == len(TASKS)
     names = set()
