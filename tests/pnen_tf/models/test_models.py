@@ -130,7 +130,7 @@ def test_bad_options_give_clear_errors():
     with pytest.raises(ValueError, match="unknown model 'edsr'"):
         models.build("edsr")
     with pytest.raises(ValueError, match="nonlocal_block"):
-        models.build("rdn", nonlocal_block="apnb")
+        models.build("rdn", nonlocal_block="ccnet")
     with pytest.raises(ValueError, match="scale"):
         models.build("rdn", scale=5)
     with pytest.raises(ValueError, match="in_channels"):
