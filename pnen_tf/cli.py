@@ -23,7 +23,7 @@ COMMANDS = {
     "export-savedmodel": ("export.saved_model", "export a .keras model as a TF Serving SavedModel (DIR/NAME/VERSION)"),
     "export-onnx": ("export.onnx", "convert a .keras model to ONNX and check it with onnxruntime"),
     "serve-client": ("export.client", "restore an image with a model served by TF Serving (REST or gRPC)"),
-    "presets": ("pnen_tf.models.presets", "list the trained models shipped by name (--model NAME)"),
+    "presets": ("training.presets", "list the trained models shipped by name (--model NAME)"),
 }
 
 

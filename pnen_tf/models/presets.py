@@ -15,8 +15,8 @@ into the package folder `pnen_tf/presets/` (shipped in the wheel), no code chang
   cpu_hours, results (`[{"set", "psnr", "ssim"}, ...]`, with "sigma" for the blind denoiser,
   measured by `python -m training.evaluate --model <name>` on Set5 / Set12) and check
   (`{"margin_db": M}`: by how much it beats its baseline on the built-in check image, as
-  `measure_check` measures it). Other keys (validation_curve, baseline_results, hardware,
-  notes) are kept and shown.
+  `training.presets.measure_check` measures it). Other keys (validation_curve,
+  baseline_results, hardware, notes) are kept and shown.
 
 A name without its `.keras` file is listed as "not trained yet", and loading it raises
 `FileNotFoundError` saying it is not shipped in this version. Layout and cards:
@@ -30,16 +30,13 @@ Example:
 import copy
 import json
 import os
-import sys
 
 PRESETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "presets")
 CARD_FIELDS = ("architecture", "parameters", "training_data", "training_data_source",
                "training_command", "steps", "cpu_hours", "results", "check")
 IDENTITY = ("task", "scale", "sigma", "filter")  # what the name promises; the file must agree
-BASELINES = {"sr": "bicubic", "denoise": "noisy", "smooth": "identity"}  # training.evaluate's
 NOT_TRAINED = "not trained yet"
-BLIND_CHECK_SIGMA = 25  # the blind denoiser's check image is noised at this sigma
 
 
 def _denoise(sigma, targets, references=()):
@@ -174,109 +171,3 @@ def from_preset(name):
     model = single_output(saving.load_model(path))
     model.pnen_tf_info = {**facts, "preset": name}
     return model
-
-
-def check_image(task):
-    """The built-in check image (uint8, odd size): a crop of scikit-image's `camera` (gray)
-    for denoising, of `astronaut` (RGB) for SR and smoothing."""
-    from skimage import data
-
-    if task == "denoise":
-        return "camera", data.camera()[96:217, 160:291]
-    return "astronaut", data.astronaut()[20:141, 150:281]
-
-
-def measure_check(name):
-    """(model PSNR, baseline PSNR) on the check image, as `training.evaluate` measures them.
-
-    The baseline is the task's: bicubic, the noisy input, the unfiltered image. The blind
-    denoiser is checked at sigma `BLIND_CHECK_SIGMA`. What a card's `check.margin_db` bounds.
-    """
-    import tempfile
-
-    from pnen_tf import image_io
-    from training import evaluate
-
-    row = PRESETS[_known(name)]
-    task = row["task"]
-    image_name, pixels = check_image(task)
-    setting = {"sr": ["--scale", str(row["scale"])], "smooth": ["--filter", str(row["filter"])],
-               "denoise": ["--sigma", str(row["sigma"] or BLIND_CHECK_SIGMA)]}[task]
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = os.path.join(tmp, "check")
-        image_io.write_image(os.path.join(folder, f"{image_name}.png"), pixels / 255.0)
-        psnr = []
-        for source in (["--model", name], ["--baseline", BASELINES[task]]):
-            out = os.path.join(tmp, source[1])
-            if evaluate.main([*source, "--task", task, *setting, "--data", folder, "--out", out]):
-                raise RuntimeError(f"preset {name!r}: evaluating {source[1]} failed")
-            with open(os.path.join(out, "results.json")) as file:
-                psnr.append(json.load(file)["folders"]["check"]["psnr"])
-    return tuple(psnr)
-
-
-def _task_text(card):
-    if card["task"] == "sr":
-        return f"sr x{card['scale']}"
-    if card["task"] == "smooth":
-        return f"smooth {card['filter']}"
-    return f"denoise sigma {card['sigma'] if card['sigma'] is not None else '0-55'}"
-
-
-def _quality_text(card):
-    """Per benchmark set: measured PSNR against the target ("pending" before results)."""
-    parts = []
-    for set_name in dict.fromkeys(target["set"] for target in card["targets"]):
-        targets = [target for target in card["targets"] if target["set"] == set_name]
-        measured = [_measured(card.get("results", []), target) for target in targets]
-        sigmas = "/".join(str(target["sigma"]) for target in targets if "sigma" in target)
-        values = "pending" if measured == [None] * len(measured) else \
-            "/".join("-" if v is None else f"{v:.2f}" for v in measured) + " dB"
-        floors = "/".join(str(target["psnr"]) for target in targets)
-        parts.append(f"{set_name}{' sigma ' + sigmas if sigmas else ''} {values} "
-                     f"(target >= {floors})")
-    return "; ".join(parts)
-
-
-def _measured(results, target):
-    found = [r["psnr"] for r in results if r.get("set") == target["set"]
-             and ("sigma" not in target or r.get("sigma") == target["sigma"])]
-    return found[0] if found else None
-
-
-def format_table(cards):
-    """The `pnen-tf presets` table: name, task, status, parameters, quality vs target."""
-    rows = [("name", "task", "status", "params", "quality vs target")]
-    for name, card in cards.items():
-        params = card.get("parameters")
-        rows.append((name, _task_text(card), card["status"],
-                     f"{params:,}" if isinstance(params, int) else "-",
-                     _quality_text(card)))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4]
-                     for row in rows)
-
-
-def add_arguments(parser):
-    parser.add_argument("--json", action="store_true", help="print every card as JSON")
-    parser.add_argument("--check", metavar="NAME",
-                        help="measure a shipped preset against its baseline on the built-in "
-                             "check image (the figure its card's check.margin_db bounds)")
-
-
-def run(args):
-    """Print the table (or the cards, or one check); exit status 0, or 2 for a bad preset."""
-    try:
-        if args.check:
-            model, base = measure_check(args.check)
-            print(f"{args.check}: {model:.2f} dB against {BASELINES[PRESETS[args.check]['task']]}"
-                  f" {base:.2f} dB: margin {model - base:.2f} dB")
-        elif args.json:
-            print(json.dumps(list_presets(), indent=2))
-        else:
-            print(format_table(list_presets()))
-    except (OSError, ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-

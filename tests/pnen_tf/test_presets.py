@@ -18,6 +18,7 @@ import pnen_tf
 from pnen_tf import cli, saving
 from pnen_tf.image_io import read_image, write_image
 from pnen_tf.models import build, from_preset, list_presets, presets
+from training import presets as check
 from pnen_tf.restore import load_restorer
 
 NAME = "denoise-gray-s30"
@@ -149,7 +150,7 @@ def test_the_exporters_take_a_preset_name(shipped):
 
 
 def test_the_check_measures_the_model_and_its_baseline_on_the_builtin_image(shipped, capsys):
-    model_psnr, noisy_psnr = presets.measure_check(NAME)
+    model_psnr, noisy_psnr = check.measure_check(NAME)
     # The noisy input at sigma 30, clipped and rounded as evaluate does: near 20 log10(255/30).
     assert 18.3 < noisy_psnr < 19.3 and np.isfinite(model_psnr)
     assert cli.main(["presets", "--check", NAME]) == 0
@@ -190,10 +191,10 @@ def test_a_shipped_preset_restores_and_beats_its_baseline(name):
     assert all(model.pnen_tf_info.get(k) == row[k] for k in presets.IDENTITY
                if row[k] is not None)
     assert len(model.outputs) == 1
-    _, image = presets.check_image(row["task"])
+    _, image = check.check_image(row)
     odd = image[:37, :45].reshape(37, 45, -1) / 255.0
     restored = load_restorer(name).restore(odd.astype("float32"))
     assert restored.shape == (37 * row["scale"], 45 * row["scale"], odd.shape[-1])
     assert np.isfinite(restored).all()
-    model_psnr, baseline_psnr = presets.measure_check(name)
+    model_psnr, baseline_psnr = check.measure_check(name)
     assert model_psnr - baseline_psnr >= card["check"]["margin_db"]
