@@ -413,6 +413,11 @@ def _dry_run(runs):
           "(bf16 and PyTorch's padded keys differ; jax_sdpa runs only where it fits)")
 
 
+def torch_installed():
+    """Whether PyTorch (the `bench` extra) can be imported here."""
+    return importlib.util.find_spec("torch") is not None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.attention_peers",
                                      description=__doc__.split("\n")[0])
@@ -437,7 +442,7 @@ def main(argv=None):
     if "bfloat16" in args.dtypes and not cpu_has_bf16():
         print("# bfloat16 dropped: this CPU has no bf16 instructions")
         args.dtypes = [d for d in args.dtypes if d != "bfloat16"]
-    if "torch" in args.impls and not args.dry_run and importlib.util.find_spec("torch") is None:
+    if "torch" in args.impls and not args.dry_run and not torch_installed():
         print("# torch dropped: PyTorch is not installed (pip install '.[bench]')")
         args.impls = [i for i in args.impls if i != "torch"]
     runs = plan(args, height, width)

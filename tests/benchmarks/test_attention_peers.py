@@ -100,6 +100,7 @@ def test_the_report_compares_every_run_with_ours_in_fp32(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(peers, "_run", fake_run)
     monkeypatch.setattr(peers, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(peers, "torch_installed", lambda: True)  # `_run` is faked: no torch runs
     assert peers.main(["--size", "6x4", "--strides", "2", "--impls", "torch", "tf",
                        "--passes", "forward", "--rounds", "2", "--results", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
