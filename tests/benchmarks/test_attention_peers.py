@@ -72,14 +72,14 @@ def test_ours_under_tensorflow_matches_the_exact_formula(kind, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["forward", "train"])
 def test_pytorch_fused_attention_matches_the_exact_formula(kind):
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason="PyTorch is in the bench extra only: pip install .[bench]")
     result = peers.child(_payload("torch", kind, size=(9, 7), stride=4))
     assert "zero-padded" in result["note"]
     _check_against_exact(result, (9, 7), 4)
 
 
 def test_jax_attention_is_checked_and_skipped_where_it_would_hold_the_matrix(monkeypatch):
-    pytest.importorskip("jax")
+    pytest.importorskip("jax", reason="jax is in the test extra: pip install .[test]")
     monkeypatch.setenv("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "tensorflow"))
     _check_against_exact(peers.child(_payload("jax_sdpa", "train")), (12, 10), 2)
     skipped = peers.child(_payload("jax_sdpa", "forward", limit=0.0))

@@ -41,7 +41,7 @@ def doubling(tmp_path_factory):
 def test_a_runtime_process_times_its_calls_and_saves_its_output(runtime, doubling, tmp_path,
                                                                 monkeypatch):
     if runtime == "openvino":
-        pytest.importorskip("openvino")
+        pytest.importorskip("openvino", reason="OpenVINO is in the bench extra only: pip install .[bench]")
     monkeypatch.setenv("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "tensorflow"))
     output = str(tmp_path / "out.npy")
     payload = {**doubling, "runtime": runtime, "round": 0, "repeats": 2, "output": output,
