@@ -14,8 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# The package's one atomic writer; `pnen_tf.staged` and `training` reach it from here.
-from pnen_tf._atomic import TEMPORARY_PREFIX, write_atomically  # noqa: F401
+from pnen_tf._atomic import write_atomically
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_ORIENTATION = 0x0112

@@ -30,7 +30,7 @@ import time
 import keras
 import numpy as np
 
-from pnen_tf.image_io import TEMPORARY_PREFIX, write_atomically
+from pnen_tf._atomic import TEMPORARY_PREFIX, write_atomically
 from pnen_tf.layers.nonlocal_base import NonLocalBase
 
 PROGRESS = "progress.json"

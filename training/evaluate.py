@@ -24,6 +24,7 @@ import sys
 import numpy as np
 
 from pnen_tf import image_io
+from pnen_tf._atomic import write_atomically
 from pnen_tf._outputs import (name_preferences, output_folder, refuse_overwriting_inputs,
                               unique_names)
 from pnen_tf.metrics import calculate_psnr, calculate_ssim, gaussian_window
@@ -147,12 +148,12 @@ def write_reports(out_dir, config, results):
     writer.writerow(["folder", "image", "psnr", "ssim"])
     for folder, rows in results.items():
         writer.writerows([folder, r["image"], f"{r['psnr']:.4f}", f"{r['ssim']:.6f}"] for r in rows)
-    image_io.write_atomically(os.path.join(out_dir, REPORTS[0]), table.getvalue())
+    write_atomically(os.path.join(out_dir, REPORTS[0]), table.getvalue())
     summary = {name: {"psnr": float(np.mean([r["psnr"] for r in rows])) if rows else None,
                       "ssim": float(np.mean([r["ssim"] for r in rows])) if rows else None,
                       "images": rows} for name, rows in results.items()}
     report = json.dumps({"config": config, "folders": summary}, indent=2)
-    image_io.write_atomically(os.path.join(out_dir, REPORTS[1]), report + "\n")
+    write_atomically(os.path.join(out_dir, REPORTS[1]), report + "\n")
 
 
 def add_arguments(parser):
