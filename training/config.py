@@ -87,6 +87,9 @@ def parser():
     a("--out", help="run folder (default: runs/<task>-<model>-<x<scale>|s<sigma>|blind|<filter>|"
                     "q<quality>>)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    a("--init", metavar="MODEL",
+      help="start from the weights of this .keras file or preset (same architecture): "
+           "fine-tune e.g. sr-x3 into x2/x4, or a sigma-50 denoiser into sigma 30")
     a("--strategy", choices=("auto", "mirrored", "multiworker", "one"), default="auto",
       help="auto: multi-worker if TF_CONFIG names a cluster, mirrored over several GPUs, "
            "else one device")

@@ -125,7 +125,44 @@ def _build(config, strategy):
         if config["precision"] == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
+        if config.get("init"):  # runs saved before --init existed have no key
+            _initialize(models.single_output(model), config["init"])
     return model, optimizer
+
+
+def _check_init(config):
+    """Refuse an --init model of another family or input channels, from its saved facts."""
+    from pnen_tf import saving
+
+    info = saving.read_info(config["init"])  # FileNotFoundError / ValueError name the file
+    for key in ("model", "in_channels"):
+        if key in info and info[key] != config[key]:
+            raise ValueError(f"--init {config['init']}: a {key} {info[key]!r} model, this run "
+                             f"trains {key} {config[key]!r}")
+
+
+def _initialize(model, source):
+    """Set `model`'s weights to those of the `.keras` file or preset `source` (--init).
+
+    The architectures must match weight for weight (family, width, depth, non-local block);
+    what the file was trained for (scale, sigma) may differ: fine-tuning is the point.
+    A resumed run's checkpoint then replaces these weights, as it replaces random ones.
+    """
+    from pnen_tf import saving
+
+    weights = saving.load_model(source).get_weights()
+    expected = [tuple(w.shape) for w in model.weights]
+    found = [tuple(w.shape) for w in weights]
+    if found != expected:
+        raise ValueError(f"--init {source}: its architecture differs from this run's "
+                         f"({len(found)} weight arrays vs {len(expected)}; first difference at "
+                         f"#{_first_difference(found, expected)}); use the same --model, "
+                         "--channels, depth and --nonlocal")
+    model.set_weights(weights)
+
+
+def _first_difference(a, b):
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def train(config):
@@ -148,6 +185,8 @@ def train(config):
                              "choose another --out")
         with open(config_path) as f:
             check_resumable(json.load(f), config)
+    if config.get("init"):
+        _check_init(config)  # before the data, which may take minutes to prepare
     keras.utils.set_random_seed(config["seed"])
     train_pairs, val_groups = _prepare_data(config)
     model, optimizer = _build(config, strategy)

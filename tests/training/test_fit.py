@@ -172,3 +172,30 @@ def test_help_documents_every_flag(capsys):
                  "--channels", "--ema", "--export-saved-model", "--preset", "--sigma-range",
                  "--val-sigmas"):
         assert flag in text
+
+
+def test_init_starts_from_a_model_file_and_refuses_another_architecture(folders, tmp_path,
+                                                                        capsys):
+    first = str(tmp_path / "x3")
+    common = ["--data", folders[0], "--val", folders[1], "--epochs", "1", *TINY]
+    assert fit.main(["--task", "sr", "--scale", "3", "--out", first, *common]) == 0
+    source = saving.load_model(os.path.join(first, "best.keras"))
+    # Fine-tuning the x3 model into x2 with lr 0: the x2 run's weights are the x3 model's
+    # (batch norm's moving statistics still move: they are not trained by the optimizer).
+    second = str(tmp_path / "x2")
+    assert fit.main(["--task", "sr", "--scale", "2", "--out", second, "--lr", "0",
+                     "--init", os.path.join(first, "best.keras"), *common]) == 0
+    tuned = saving.load_model(os.path.join(second, "last.keras"))
+    assert len(source.trainable_weights) > 2
+    for a, b in zip(source.trainable_weights, tuned.trainable_weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert json.load(open(os.path.join(second, "config.json")))["init"].endswith("best.keras")
+    capsys.readouterr()
+    wider = [*common, "--channels", "12"]
+    assert fit.main(["--task", "sr", "--scale", "2", "--out", str(tmp_path / "w"),
+                     "--init", os.path.join(first, "best.keras"), *wider]) == 2
+    err = capsys.readouterr().err
+    assert "--init" in err and "architecture differs" in err and "Traceback" not in err
+    assert fit.main(["--task", "sr", "--out", str(tmp_path / "m"),
+                     "--init", str(tmp_path / "missing.keras"), *common]) == 2
+    assert "missing.keras" in capsys.readouterr().err
