@@ -1,0 +1,94 @@
+"""`python -m training.ship`: a run becomes a preset whose card holds measured figures only.
+
+The "run" is a fixed 5x5 box filter saved as a sigma-30 denoiser (a real denoiser of smooth
+images that needs no training), with a hand-written log.csv; the presets folder is a
+temporary one.
+"""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from skimage import data
+
+from pnen_tf import saving
+from pnen_tf.image_io import write_image
+from pnen_tf.models import from_preset, presets
+from training import ship
+
+NAME = "denoise-gray-s30"
+FACTS = {"model": "box", "task": "denoise", "scale": 1, "sigma": 30.0, "filter": None,
+         "in_channels": 1, "input": "same", "options": {"size": 5}}
+LOG = [(1, 200, 20.0, 3600.0), (2, 400, 22.5, 1800.0), (3, 600, 21.0, 900.0)]
+
+
+def _filter_model(kernel):
+    inputs = keras.Input((None, None, 1))
+    conv = keras.layers.Conv2D(1, kernel.shape[0], padding="same", use_bias=False)
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([kernel[:, :, None, None].astype("float32")])
+    return model
+
+
+def _run(root, kernel):
+    run = root / "run"
+    os.makedirs(run)
+    saving.save_model(_filter_model(kernel), str(run / "best.keras"), FACTS)
+    train = root / "Train400"
+    for i in range(3):
+        write_image(str(train / f"{i}.png"), data.camera()[:40, 40 * i:40 * i + 40, None] / 255)
+    (run / "config.json").write_text(json.dumps({"data": str(train), "val": None}))
+    with open(run / "log.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["epoch", "step", "loss", "lr", "val_psnr", "val_ssim", "baseline_psnr",
+                         "baseline_ssim", "seconds"])
+        for epoch, step, psnr, seconds in LOG:
+            writer.writerow([epoch, step, 0.01, 1e-3, psnr, 0.7, 18.6, 0.3, seconds])
+    return str(run)
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    monkeypatch.setattr(presets, "PRESETS_DIR", str(folder))
+    smooth = np.linspace(0.2, 0.8, 96)[None, :] * np.ones((80, 1))
+    write_image(str(tmp_path / "bench" / "Set12" / "ramp.png"), smooth[..., None])
+    return folder, str(tmp_path / "bench")
+
+
+def test_a_run_ships_with_a_card_of_measured_figures(tmp_path, setup):
+    folder, bench = setup
+    run = _run(tmp_path, np.full((5, 5), 1 / 25))
+    assert ship.main([run, NAME, "--command", "python -m training.fit ...",
+                      "--benchmarks", bench]) == 0
+    card = json.loads((folder / f"{NAME}.json").read_text())
+    assert from_preset(NAME).count_params() == 25 and card["parameters"] == 25
+    assert card["steps"] == 400 and card["cpu_hours"] == 1.5  # up to the best epoch, 2
+    assert [p["val_psnr"] for p in card["validation_curve"]] == [20.0, 22.5, 21.0]
+    assert card["training_data"] == "Train400: 2 images trained on, 1 held out for validation"
+    assert "github.com/cszn/DnCNN" in card["training_data_source"]
+    (result,), (base,) = card["results"], card["baseline_results"]
+    # The noisy baseline at sigma 30 is 20 log10(255 / 30) = 18.59 dB (less what clipping saves).
+    assert base["method"] == "noisy" and 18.5 < base["psnr"] < 19.2
+    assert result["set"] == "Set12" and result["psnr"] > base["psnr"] + 5
+    assert 0 < card["check"]["margin_db"] <= card["check"]["measured_db"] - ship.CHECK_SLACK
+    assert presets.read_card(NAME)["status"] == "shipped"
+
+
+def test_a_model_that_loses_to_its_baseline_is_not_shipped_and_nothing_is_replaced(
+        tmp_path, setup, capsys):
+    folder, bench = setup
+    run = _run(tmp_path, np.pad([[0.5]], 2))  # halves the image: worse than the noisy input
+    argv = [run, NAME, "--command", "c", "--benchmarks", bench]
+    assert ship.main(argv) == 2
+    assert "does not beat its baseline" in capsys.readouterr().err
+    assert os.listdir(folder) == []
+    (folder / f"{NAME}.keras").write_bytes(b"shipped before")
+    assert ship.main(argv) == 2 and "--replace" in capsys.readouterr().err
+    assert ship.main([*argv, "--replace"]) == 2
+    assert (folder / f"{NAME}.keras").read_bytes() == b"shipped before"
+    assert not (folder / f"{NAME}.json").exists()

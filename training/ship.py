@@ -1,0 +1,230 @@
+"""`python -m training.ship RUN NAME --command "..." --benchmarks DIR`: ship a run as a preset.
+
+    python -m training.ship /work/runs/sr-x3 sr-x3 --benchmarks ../shared/datasets \\
+        --command "python -m training.fit --task sr --scale 3 ..."
+
+A preset is two files in `pnen_tf/presets/` (`pnen_tf.models.presets`). This writes both
+from a finished `training.fit` run: its `best.keras` (the model selected on the held-out
+validation split, never on a test set) copied as `NAME.keras`, and the card `NAME.json`,
+whose every figure is measured or read here, not typed in:
+
+- parameters, architecture: counted on / read from the model file;
+- steps, cpu_hours, validation_curve: the run's `log.csv`, up to the epoch that wrote
+  `best.keras` (`cpu_hours` is the wall-clock time of those epochs);
+- results and baseline_results: `training.evaluate` of the model and of its task's baseline
+  on each public set that the preset's targets name (Set5, Set12; the blind denoiser at each
+  target sigma), measured once, here;
+- check: the margin over the baseline on the built-in check image
+  (`training.presets.measure_check`), less `CHECK_SLACK` dB, which the package's tests require.
+
+A shipped preset is never replaced without `--replace`; both files are written atomically,
+and the card last, after the model loads by name and its check passes.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+
+from pnen_tf._atomic import write_atomically
+
+CHECK_SLACK = 0.1  # dB a platform's different rounding may cost the check
+# Where the public training sets come from (../shared/datasets/README.md): a user has no
+# ../shared, so a card names the origin. Keyed by folder name, or file prefix for a folder of
+# links named <set>_<file>.
+SOURCES = {
+    "Train400": "Train400: 400 gray 180x180 crops of BSD images, DnCNN's and MemNet's "
+                "denoising set (github.com/cszn/DnCNN, TrainingCodes/DnCNN_TrainingCodes_v1.0/"
+                "data/Train400, commit e93b278)",
+    "T91": "T91: 91 RGB images of Yang et al. (github.com/jiny2001/dcscn-super-resolution, "
+           "data/yang91, commit d382bc3)",
+    "BSD200": "BSD200: the 200 training images of BSD300 (same repository, data/bsd200)",
+}
+
+
+def read_log(run):
+    """log.csv's rows, numbers as floats (epoch and step as ints)."""
+    with open(os.path.join(run, "log.csv"), newline="") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        raise ValueError(f"{run}/log.csv: no finished epoch")
+    return [{k: int(v) if k in ("epoch", "step") else float(v) for k, v in row.items()}
+            for row in rows]
+
+
+def best_epoch(rows):
+    """The row whose validation PSNR was best: the epoch that wrote best.keras (the first of
+    equal ones, as `training.fit` keeps a model only when it strictly improves)."""
+    return max(rows, key=lambda row: (row["val_psnr"], -row["epoch"]))
+
+
+def training_data(config):
+    """(description, sources) of the run's training images and its held-out split."""
+    from training import data
+
+    folders = [config["data"]] if isinstance(config["data"], str) else list(config["data"])
+    per_folder = data.list_folders(folders)
+    if config.get("val"):
+        train, held, how = sum(per_folder, []), None, "validated on --val"
+    else:
+        train, held = data.hold_out(per_folder)
+        how = f"{len(held)} held out for validation"
+    names = sorted({_set_name(path) for path in train})
+    return (f"{' + '.join(names)}: {len(train)} images trained on, {how}",
+            "; ".join(SOURCES.get(name, name) for name in names))
+
+
+def _set_name(path):
+    """The public set an image belongs to: its folder's name, or its <set>_ file prefix."""
+    folder, file = os.path.basename(os.path.dirname(path)), os.path.basename(path)
+    prefix = file.split("_", 1)[0]
+    return folder if folder in SOURCES or prefix not in SOURCES else prefix
+
+
+def measure_sets(model, row, benchmarks):
+    """(results, baseline_results): `training.evaluate` on each set the targets name."""
+    from training import evaluate
+    from training.presets import _LEVEL_FLAGS
+    from training.tasks import TASKS
+
+    flag, key = _LEVEL_FLAGS[row["task"]]
+    results, baselines = [], []
+    for target in row["targets"]:
+        level = target.get("sigma", row[key])
+        common = ["--task", row["task"], flag, str(level),
+                  "--data", os.path.join(benchmarks, target["set"])]
+        for source, into in ((["--model", model], results),
+                             (["--baseline", TASKS[row["task"]].baseline], baselines)):
+            with tempfile.TemporaryDirectory() as out:
+                if evaluate.main([*source, *common, "--out", out]):
+                    raise RuntimeError(f"evaluating {source[1]} on {target['set']} failed")
+                with open(os.path.join(out, "results.json")) as file:
+                    scores = json.load(file)["folders"][target["set"]]
+            entry = {"set": target["set"], "psnr": round(scores["psnr"], 3),
+                     "ssim": round(scores["ssim"], 4)}
+            if "sigma" in target:
+                entry["sigma"] = target["sigma"]
+            if into is baselines:
+                entry["method"] = source[1]
+            into.append(entry)
+    return results, baselines
+
+
+def architecture(info, model):
+    options = ", ".join(f"{k}={v}" for k, v in sorted(info.get("options", {}).items())
+                        if k not in ("scale", "in_channels"))
+    return f"{info['model']} ({options}); {model.count_params():,} parameters"
+
+
+def make_card(run, name, command, benchmarks, notes=None):
+    """The card of run's best.keras as preset `name` (the model file must already be in
+    place: measuring loads it by name)."""
+    from pnen_tf import saving
+    from pnen_tf.models import from_preset
+    from pnen_tf.models.presets import PRESETS
+    from training.presets import measure_check
+
+    with open(os.path.join(run, "config.json")) as file:
+        config = json.load(file)
+    model = from_preset(name)
+    info = saving.read_info(os.path.join(run, "best.keras"))
+    rows = read_log(run)
+    best = best_epoch(rows)
+    used = [r for r in rows if r["epoch"] <= best["epoch"]]
+    data_text, sources = training_data(config)
+    results, baselines = measure_sets(name, PRESETS[name], benchmarks)
+    check, base = measure_check(name)
+    margin = math.floor((check - base - CHECK_SLACK) * 10) / 10
+    if margin <= 0:
+        raise ValueError(f"{name}: {check:.2f} dB on the check image against the baseline's "
+                         f"{base:.2f}: it does not beat its baseline; not shipped")
+    card = {
+        "architecture": architecture(info, model),
+        "parameters": int(sum(math.prod(w.shape) for w in model.trainable_weights)),
+        "training_data": data_text, "training_data_source": sources,
+        "training_command": command, "steps": best["step"],
+        "cpu_hours": round(sum(r["seconds"] for r in used) / 3600, 2),
+        "results": results, "baseline_results": baselines,
+        "check": {"margin_db": margin, "measured_db": round(check - base, 3)},
+        "validation_curve": [{k: round(r[k], 4) for k in ("epoch", "step", "val_psnr",
+                                                           "val_ssim", "baseline_psnr")}
+                             for r in rows],
+        "hardware": _cpu(),
+    }
+    if notes:
+        card["notes"] = notes
+    return card
+
+
+def _cpu():
+    try:
+        with open("/proc/cpuinfo") as file:
+            model = next(line.split(":", 1)[1].strip() for line in file
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores, no GPU"
+
+
+def ship(run, name, command, benchmarks, replace=False, notes=None):
+    """Copy run/best.keras into the package as preset `name` and write its card."""
+    from pnen_tf.models.presets import PRESETS, PRESETS_DIR, is_shipped
+
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    if is_shipped(name) and not replace:
+        raise ValueError(f"preset {name!r} is already shipped; pass --replace to replace it")
+    source = os.path.join(run, "best.keras")
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"{source}: no best.keras in the run folder")
+    target = os.path.join(PRESETS_DIR, f"{name}.keras")
+    previous = _read(target)
+    with open(source, "rb") as file:
+        write_atomically(target, file.read())
+    try:
+        card = make_card(run, name, command, benchmarks, notes)
+    except BaseException:  # the package keeps what it shipped before, or nothing
+        if previous is None:
+            os.remove(target)
+        else:
+            write_atomically(target, previous)
+        raise
+    write_atomically(os.path.join(PRESETS_DIR, f"{name}.json"),
+                     json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def _read(path):
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m training.ship", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="training.fit run folder (config.json, log.csv, best.keras)")
+    parser.add_argument("name", help="preset name (pnen-tf presets)")
+    parser.add_argument("--command", required=True, help="the training command, as run")
+    parser.add_argument("--benchmarks", required=True,
+                        help="folder holding the public test sets (Set5/, Set12/)")
+    parser.add_argument("--notes", help="text for the card (what was missed, and why)")
+    parser.add_argument("--replace", action="store_true", help="replace a shipped preset")
+    args = parser.parse_args(argv)
+    try:
+        card = ship(args.run, args.name, args.command, args.benchmarks, args.replace, args.notes)
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: card[k] for k in ("parameters", "steps", "cpu_hours", "results",
+                                           "baseline_results", "check")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
