@@ -25,7 +25,8 @@ import argparse
 METHODS = ("direct", "map_fn", "tiled", "tiled_bf16")
 
 
-def _map_fn_attention(query_map, key_map, value_map, **_):
+def _map_fn_attention(attend, query_map, key_map, value_map, **options):
+    """The map_fn baseline in the blocks' attention's place (`intercept_attention`)."""
     import tensorflow as tf
 
     batch, height, width = tf.unstack(tf.shape(query_map)[:3])
@@ -42,20 +43,30 @@ def _map_fn_attention(query_map, key_map, value_map, **_):
 
 
 def child(payload):
-    from benchmarks.measure import tensor_memory, use_tensor_memory_stats
+    import contextlib
+
+    from benchmarks.measure import use_tensor_memory_stats
 
     use_tensor_memory_stats()
+    from pnen_tf.layers.attention import intercept_attention
+
+    method = payload["method"]
+    with intercept_attention(_map_fn_attention) if method == "map_fn" else contextlib.nullcontext():
+        return _measure(payload, {"direct": {"memory_budget_mb": 10**6},
+                                  "tiled_bf16": {"attention_dtype": "bfloat16"}}.get(method, {}))
+
+
+def _measure(payload, options):
+    """Seconds, allocator GB and checksum of one PNB's traced call (forward or training step)."""
+    import time
+
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from pnen_tf.layers import PyramidNonLocalBlock, nonlocal_base
+    from benchmarks.measure import tensor_memory
+    from pnen_tf.layers import PyramidNonLocalBlock
 
-    method = payload["method"]
-    options = {"direct": {"memory_budget_mb": 10**6},
-               "tiled_bf16": {"attention_dtype": "bfloat16"}}.get(method, {})
-    if method == "map_fn":
-        nonlocal_base.nonlocal_attention = _map_fn_attention
     height, width = payload["size"]
     keras.utils.set_random_seed(0)  # the same weights in every process: equal checksums
     layer = PyramidNonLocalBlock(scales=payload["scales"], **options)
@@ -71,8 +82,6 @@ def child(payload):
             return layer(inputs)
     run = tf.function(step)  # static shapes: the direct path really is direct
     run.get_concrete_function(x)
-    import time
-
     with tensor_memory() as memory:
         start = time.perf_counter()
         out = run(x).numpy()

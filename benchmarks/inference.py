@@ -86,7 +86,7 @@ def _staged(model, image, payload):
     from pnen_tf.staged import StagedForward
 
     # The run's folder names what its results depend on beyond the model's fingerprint (which
-    # covers its config and weights): the benchmark's dry attention is a patch, not a setting.
+    # covers its config and weights): the dry attention is the benchmark's, not a setting.
     name = f"{payload['size'][0]}x{payload['size'][1]}-{payload['precision']}"
     name += f"-{payload['memory_budget_mb']}mb" + "-flash" * payload["flash_attention"]
     run = os.path.join(payload["staged_dir"], name + "-dry" * payload["dry_attention"])

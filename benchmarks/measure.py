@@ -19,31 +19,26 @@ import numpy as np
 def count_macs(dry_attention=False):
     """Count multiply-accumulates of Conv2D layers and non-local attention while inside.
 
-    Yields a dict whose "conv" and "attention" entries grow as eager calls run. With
-    `dry_attention` the attention is counted but not computed (zeros of the right shape), so
-    the count of a large image costs only its convolutions.
+    Yields a dict whose "conv" and "attention" entries grow as calls run or are traced. The
+    attention is seen through `pnen_tf.layers.attention.intercept_attention`; convolutions
+    through `Conv2D.convolution_op`, which also serves the non-local blocks' branch-by-branch
+    output projections. With `dry_attention` the attention is counted but not computed (zeros
+    of the right shape), so the count of a large image costs only its convolutions.
     """
     import keras
 
-    from pnen_tf.layers import nonlocal_base
+    from pnen_tf.layers.attention import intercept_attention
 
     counts = {"conv": 0, "attention": 0}
-    conv_call, attention = keras.layers.Conv2D.call, nonlocal_base.nonlocal_attention
-    project = nonlocal_base.NonLocalBase._project
+    convolution_op = keras.layers.Conv2D.convolution_op
 
-    def counting_conv(layer, inputs):
-        outputs = conv_call(layer, inputs)
-        kh, kw, cin, cout = layer.kernel.shape
+    def counting_convolution(layer, inputs, kernel):
+        outputs = convolution_op(layer, inputs, kernel)
+        kh, kw, cin, cout = kernel.shape
         counts["conv"] += int(np.prod(outputs.shape[:3])) * kh * kw * cin * cout
         return outputs
 
-    def counting_project(layer, enhanced, index):
-        # A non-local block's 1x1 output conv, applied branch by branch to its kernel slices.
-        outputs = project(layer, enhanced, index)
-        counts["conv"] += int(np.prod(outputs.shape[:3])) * enhanced.shape[-1] * outputs.shape[-1]
-        return outputs
-
-    def counting_attention(query_map, key_map, value_map, **kwargs):
+    def counting_attention(attend, query_map, key_map, value_map, **options):
         batch, h, w, depth = query_map.shape
         keys = key_map.shape[1] * key_map.shape[2]
         counts["attention"] += batch * h * w * keys * (depth + value_map.shape[3])
@@ -56,17 +51,14 @@ def count_macs(dry_attention=False):
             touch = ops.sum(key_map[:, :1, :1]) + ops.sum(value_map[:, :1, :1])
             zeros = ops.broadcast_to(query_map[..., :1] * 0, (batch, h, w, value_map.shape[3]))
             return zeros + ops.cast(touch * 0, zeros.dtype)
-        return attention(query_map, key_map, value_map, **kwargs)
+        return attend(query_map, key_map, value_map, **options)
 
-    keras.layers.Conv2D.call = counting_conv
-    nonlocal_base.nonlocal_attention = counting_attention
-    nonlocal_base.NonLocalBase._project = counting_project
+    keras.layers.Conv2D.convolution_op = counting_convolution
     try:
-        yield counts
+        with intercept_attention(counting_attention):
+            yield counts
     finally:
-        keras.layers.Conv2D.call = conv_call
-        nonlocal_base.nonlocal_attention = attention
-        nonlocal_base.NonLocalBase._project = project
+        keras.layers.Conv2D.convolution_op = convolution_op
 
 
 def traced_macs(model, shape):

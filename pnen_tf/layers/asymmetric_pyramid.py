@@ -4,8 +4,8 @@ paper's Table III compares the PNB with."""
 import keras
 from keras import layers, ops
 
-from pnen_tf.layers import nonlocal_base
 from pnen_tf.layers._validation import check_feature_map
+from pnen_tf.layers.attention import nonlocal_attention
 
 POOL_SIZES = (1, 3, 6, 8)
 
@@ -127,8 +127,7 @@ class AsymmetricPyramidNonLocalBlock(layers.Layer):
         check_feature_map(self, inputs.shape, self.channels)
         embedded = ops.relu(self.query_key_conv(inputs))
         query = embedded * self.query_key_conv.filters ** -0.5
-        # Called through the module so that `benchmarks.measure.count_macs` sees it.
-        attended = nonlocal_base.nonlocal_attention(
+        attended = nonlocal_attention(
             query, self.pyramid(embedded), self.value_conv(self.pyramid(inputs)),
             memory_budget_mb=self.memory_budget_mb, query_chunk=self.query_chunk,
             key_block=self.key_block, sequential=bool(training),

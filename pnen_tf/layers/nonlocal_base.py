@@ -120,8 +120,8 @@ class NonLocalBase(layers.Layer):
                 # Without rematerialisation the next branch waits for the running sum: each
                 # partial sum then has two readers, and Grappler does not merge the sum into one
                 # AddN, which it evaluates into a temporary initialised from a zeros map made
-                # at the start of the graph and held throughout (a feature map per block:
-                # 3 GB for PNEN at 2048x2048).
+                # at the start of the graph and held throughout: a feature map per block
+                # (BENCHMARKS.md, section 2).
                 done = ops.stop_gradient(ops.cast(ops.min(total), "float32"))
         return total
 

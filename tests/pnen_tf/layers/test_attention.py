@@ -6,7 +6,8 @@ import pytest
 import reference
 import tensorflow as tf
 
-from pnen_tf.layers.attention import fused_attention, nonlocal_attention, plan_tiles, tiled_attention
+from pnen_tf.layers.attention import (fused_attention, intercept_attention, nonlocal_attention,
+                                      plan_tiles, tiled_attention)
 
 RNG = np.random.default_rng(3)
 
@@ -60,11 +61,11 @@ def test_a_chunk_larger_than_the_queries_is_cut_to_them():
     """A dynamic-size graph plans its chunk without knowing the queries (a 200 GB budget gave
     3.2M rows for an 18,240-pixel image and allocated 26 GB): the chunk must shrink to the
     queries at run time. A billion-row chunk of 7-wide rows would need 28 GB per tile."""
-    from pnen_tf.layers.attention import _Tiles
+    from pnen_tf.layers.attention.tiles import Tiles
 
     q, k, v = _problem()
     spec = [tf.TensorSpec([None, None, 5])] * 2 + [tf.TensorSpec([None, None, 7])]
-    chunk = tf.function(lambda a, b, c: _Tiles(a, b, c, 10**9, 5, "float32").query_chunk,
+    chunk = tf.function(lambda a, b, c: Tiles(a, b, c, 10**9, 5, "float32").query_chunk,
                         input_signature=spec)
     assert int(chunk(q, k, v)) == q.shape[1]
     graph = tf.function(lambda a, b, c: tiled_attention(a, b, c, 10**9, 5), input_signature=spec)
@@ -178,3 +179,26 @@ def test_flash_attention_where_there_is_none_warns_and_stays_exact():
     with pytest.warns(UserWarning, match="not available here"):  # TensorFlow has no fused kernel
         out = nonlocal_attention(q, k, v, flash_attention=True, **tiles)
     np.testing.assert_array_equal(np.asarray(out), bf16)
+
+
+def test_an_interceptor_sees_every_call_and_only_while_inside():
+    q, k, v = (x[:, None] for x in _problem())
+    options = {"query_chunk": 8, "key_block": 5}
+    exact = np.asarray(nonlocal_attention(q, k, v, **options))
+    calls = []
+
+    def doubled(attend, *maps, **given):
+        calls.append(given)
+        return 2 * attend(*maps, **given)
+
+    with intercept_attention(doubled):
+        np.testing.assert_array_equal(np.asarray(nonlocal_attention(q, k, v, **options)), 2 * exact)
+        with intercept_attention(lambda attend, *maps, **given: np.zeros(3)):  # inner wins
+            assert not np.asarray(nonlocal_attention(q, k, v, **options)).any()
+        nonlocal_attention(q, k, v, **options)
+    with pytest.raises(RuntimeError), intercept_attention(doubled):
+        raise RuntimeError
+    np.testing.assert_array_equal(np.asarray(nonlocal_attention(q, k, v, **options)), exact)
+    assert len(calls) == 2 and calls[0] == {
+        "memory_budget_mb": 64, "query_chunk": 8, "key_block": 5, "attention_dtype": None,
+        "sequential": False, "flash_attention": False}
