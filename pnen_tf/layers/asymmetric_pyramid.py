@@ -80,8 +80,13 @@ class AsymmetricPyramidNonLocalBlock(layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> AsymmetricPyramidNonLocalBlock()(np.zeros((2, 5, 7, 8), "float32")).shape
+    >>> block = AsymmetricPyramidNonLocalBlock()
+    >>> tuple(block(np.zeros((2, 5, 7, 8), "float32")).shape)  # any size, also below 8x8
     (2, 5, 7, 8)
+    >>> block = AsymmetricPyramidNonLocalBlock()
+    >>> block.build((None, None, None, 64))
+    >>> block.count_params()
+    14528
     """
 
     def __init__(self, key_channels=None, value_channels=None, pool_sizes=POOL_SIZES,

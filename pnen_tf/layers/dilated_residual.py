@@ -23,7 +23,7 @@ class DilatedResidualBlock(layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> DilatedResidualBlock()(np.zeros((1, 9, 7, 16), "float32")).shape
+    >>> tuple(DilatedResidualBlock()(np.zeros((1, 9, 7, 16), "float32")).shape)
     (1, 9, 7, 16)
     """
 

@@ -11,8 +11,10 @@ class WeightedSum(layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> WeightedSum()([np.ones((1, 2, 2, 1), "float32"), np.zeros((1, 2, 2, 1), "float32")]).shape
-    (1, 2, 2, 1)
+    >>> y = WeightedSum()([np.full((1, 2, 2, 1), 3.0, "float32"), np.ones((1, 2, 2, 1), "float32")])
+    >>> np.asarray(y)[0, :, :, 0]  # w_m = 1/2 before training
+    array([[2., 2.],
+           [2., 2.]], dtype=float32)
     """
 
     def build(self, input_shape):
@@ -32,7 +34,16 @@ class WeightedSum(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="pnen_tf")
 class PixelShuffle(layers.Layer):
-    """Sub-pixel rearrangement [B, H, W, r^2 C] -> [B, rH, rW, C] (RDN's upsampler)."""
+    """Sub-pixel rearrangement [B, H, W, r^2 C] -> [B, rH, rW, C] (RDN's upsampler).
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.arange(4, dtype="float32").reshape(1, 1, 1, 4)
+    >>> np.asarray(PixelShuffle(2)(x))[0, :, :, 0]  # r^2 = 4 channels of one pixel -> 2x2
+    array([[0., 1.],
+           [2., 3.]], dtype=float32)
+    """
 
     def __init__(self, block_size, **kwargs):
         super().__init__(**kwargs)

@@ -39,7 +39,7 @@ class MemoryBlock(layers.Layer):
 
     >>> import numpy as np
     >>> x = np.zeros((1, 6, 6, 8), "float32")
-    >>> MemoryBlock(num_recursions=2)([x, x]).shape
+    >>> tuple(MemoryBlock(num_recursions=2)([x, x]).shape)  # m = 2 long-term memories
     (1, 6, 6, 8)
     """
 

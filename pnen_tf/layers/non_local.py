@@ -33,8 +33,12 @@ class NonLocalBlock(NonLocalBase):
     Example:
 
     >>> import numpy as np
-    >>> NonLocalBlock()(np.zeros((2, 5, 6, 8), "float32")).shape
+    >>> tuple(NonLocalBlock()(np.zeros((2, 5, 6, 8), "float32")).shape)
     (2, 5, 6, 8)
+    >>> block = NonLocalBlock()
+    >>> block.build((None, None, None, 64))
+    >>> block.count_params()
+    61632
     """
 
     def __init__(self, variant="official", inner_channels=None, value_channels=None, **kwargs):

@@ -39,9 +39,15 @@ class PyramidNonLocalBlock(NonLocalBase):
     Example:
 
     >>> import numpy as np
-    >>> block = PyramidNonLocalBlock(scales=(2, 4))
-    >>> block(np.zeros((1, 7, 9, 8), "float32")).shape
+    >>> block = PyramidNonLocalBlock()  # scales 2, 4, 8
+    >>> tuple(block(np.zeros((1, 7, 9, 8), "float32")).shape)  # any size, also below 8x8
     (1, 7, 9, 8)
+    >>> for variant in VARIANTS:
+    ...     block = PyramidNonLocalBlock(variant=variant)
+    ...     block.build((None, None, None, 64))
+    ...     print(variant, block.count_params())
+    official 184768
+    paper 526752
     """
 
     def __init__(self, scales=(2, 4, 8), variant="official", query_channels=None,

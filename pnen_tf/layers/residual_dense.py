@@ -21,7 +21,7 @@ class ResidualDenseBlock(layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> ResidualDenseBlock(growth=4, num_layers=3)(np.zeros((1, 5, 5, 8), "float32")).shape
+    >>> tuple(ResidualDenseBlock(growth=4, num_layers=3)(np.zeros((1, 5, 5, 8), "float32")).shape)
     (1, 5, 5, 8)
     """
 
