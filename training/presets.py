@@ -30,11 +30,12 @@ def check_image(row):
     return "astronaut", data.astronaut()[20:141, 150:281]
 
 
-def measure_check(name):
+def measure_check(name, save=None):
     """(model PSNR, baseline PSNR) on the check image, as `training.evaluate` measures them.
 
     The baseline is the task's: bicubic, the noisy input, the unfiltered image. The blind
     denoiser is checked at sigma `BLIND_CHECK_SIGMA`. What a card's `check.margin_db` bounds.
+    With `save`, the two restorations are kept as `save/<name or baseline>/check/<image>.png`.
     """
     from pnen_tf import image_io
     from training import evaluate
@@ -52,7 +53,9 @@ def measure_check(name):
         psnr = []
         for source in (["--model", name], ["--baseline", TASKS[task].baseline]):
             out = os.path.join(tmp, source[1])
-            if evaluate.main([*source, "--task", task, *setting, "--data", folder, "--out", out]):
+            keep = ["--save", os.path.join(save, source[1])] if save else []
+            if evaluate.main([*source, "--task", task, *setting, "--data", folder, "--out", out,
+                              *keep]):
                 raise RuntimeError(f"preset {name!r}: evaluating {source[1]} failed")
             with open(os.path.join(out, "results.json")) as file:
                 psnr.append(json.load(file)["folders"]["check"]["psnr"])

@@ -1,42 +1,30 @@
 """`python -m training.ship`: a run becomes a preset whose card holds measured figures only.
 
-The "run" is a fixed 5x5 box filter saved as a sigma-30 denoiser (a real denoiser of smooth
-images that needs no training), with a hand-written log.csv; the presets folder is a
-temporary one.
+The "run" is a fixed 5x5 box filter saved as a sigma-30 denoiser (`stand_ins`), with a
+hand-written log.csv; the presets folder is a temporary one.
 """
 
 import csv
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 from skimage import data
+from stand_ins import BOX, save_filter
 
-from pnen_tf import saving
 from pnen_tf.image_io import write_image
 from pnen_tf.models import from_preset, presets
 from training import ship
 
 NAME = "denoise-gray-s30"
-FACTS = {"model": "box", "task": "denoise", "scale": 1, "sigma": 30.0, "filter": None,
-         "in_channels": 1, "input": "same", "options": {"size": 5}}
 LOG = [(1, 200, 20.0, 3600.0), (2, 400, 22.5, 1800.0), (3, 600, 21.0, 900.0)]
-
-
-def _filter_model(kernel):
-    inputs = keras.Input((None, None, 1))
-    conv = keras.layers.Conv2D(1, kernel.shape[0], padding="same", use_bias=False)
-    model = keras.Model(inputs, conv(inputs))
-    conv.set_weights([kernel[:, :, None, None].astype("float32")])
-    return model
 
 
 def _run(root, kernel):
     run = root / "run"
     os.makedirs(run)
-    saving.save_model(_filter_model(kernel), str(run / "best.keras"), FACTS)
+    save_filter(run / "best.keras", kernel)
     train = root / "Train400"
     for i in range(3):
         write_image(str(train / f"{i}.png"), data.camera()[:40, 40 * i:40 * i + 40, None] / 255)
@@ -62,7 +50,7 @@ def setup(tmp_path, monkeypatch):
 
 def test_a_run_ships_with_a_card_of_measured_figures(tmp_path, setup):
     folder, bench = setup
-    run = _run(tmp_path, np.full((5, 5), 1 / 25))
+    run = _run(tmp_path, BOX)
     assert ship.main([run, NAME, "--command", "python -m training.fit ...",
                       "--benchmarks", bench]) == 0
     card = json.loads((folder / f"{NAME}.json").read_text())
