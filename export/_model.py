@@ -6,17 +6,17 @@ import keras
 
 import pnen_tf
 from pnen_tf import saving
+from pnen_tf.model_info import ModelInfo
 from pnen_tf.models import single_output
-
-INPUT_CONVENTIONS = ("lr", "upsampled", "same")
 
 
 def load(model_path):
-    """Return `(model, info)` for the `.keras` file at `model_path`.
+    """Return `(model, info)` for the `.keras` file (or preset) at `model_path`.
 
     `model` has a single output, the restoration Y (a multi-supervised model's first output,
-    eq. (5)); `info` is the file's facts completed from the model itself (channels,
-    and scale 1 / input 'same' for a file saved by plain Keras), plus the exporting version.
+    eq. (5)); `info` is the file's `ModelInfo` completed from the model itself where a file
+    saved by plain Keras or an older version lacks facts (`ModelInfo.completed`), plus
+    `export`: the source file and the exporting versions.
     Raises `FileNotFoundError` / `ValueError` naming the path for anything that is not a
     loadable single-input image model.
     """
@@ -25,7 +25,7 @@ def load(model_path):
             f"exporting needs the TensorFlow Keras backend, not {keras.backend.backend()!r}: "
             "set KERAS_BACKEND=tensorflow"
         )
-    facts = saving.read_info(model_path)
+    facts = ModelInfo.read(model_path)
     try:
         model = saving.load_model(model_path)
     except Exception as error:  # Keras raises many types for a damaged or foreign file
@@ -33,23 +33,10 @@ def load(model_path):
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
         raise ValueError(f"{model_path!r}: expected one NHWC image input, got {model.inputs}")
     model = single_output(model)
-    return model, _complete_info(facts, model, model_path)
-
-
-def _complete_info(facts, model, model_path):
-    channels = model.inputs[0].shape[-1]
-    info = {"scale": 1, "input": "same", **facts}
-    info.setdefault("in_channels", channels)
-    if info["in_channels"] != channels:
-        raise ValueError(
-            f"{model_path!r}: its facts say in_channels={info['in_channels']} "
-            f"but the model takes {channels} channels"
-        )
-    if info["input"] not in INPUT_CONVENTIONS:
-        raise ValueError(f"{model_path!r}: unknown input convention {info['input']!r}")
-    info["export"] = {
+    info, _ = facts.completed(model.inputs[0].shape[-1], model.predict_on_batch,
+                              source=repr(model_path))
+    return model, info.updated(export={
         "source": os.path.basename(model_path),
         "pnen_tf_version": pnen_tf.__version__,
         "keras_version": keras.__version__,
-    }
-    return info
+    })

@@ -29,7 +29,7 @@ from tf2onnx import constants as tf2onnx_constants
 
 from export import _cli
 from export._atomic import staged_file
-from export._info import ONNX_METADATA_KEY, info_json, read_export_info
+from export._info import read_export_info
 from export._model import load
 from export.signatures import IMAGES
 from pnen_tf.layers.nonlocal_base import NonLocalBase
@@ -88,11 +88,11 @@ def export_onnx(model_path, out, *, opset=None, atol=DEFAULT_ATOL):
     if not str(out).endswith(".onnx"):
         raise ValueError(f"the ONNX file name must end in '.onnx', got {out!r}")
     model, info = load(model_path)
-    info["export"]["onnx_opset"] = opset
+    info = info.updated(export={**info.export, "onnx_opset": opset})
     rng = np.random.default_rng(0)
-    images = {size: rng.uniform(size=(1, *size, info["in_channels"])).astype(np.float32)
+    images = {size: rng.uniform(size=(1, *size, info.in_channels)).astype(np.float32)
               for size in (*PROBE_SIZES, MULTI_TILE_PROBE)}
-    spec = tf.TensorSpec([None, None, None, info["in_channels"]], tf.float32, name=IMAGES)
+    spec = tf.TensorSpec([None, None, None, info.in_channels], tf.float32, name=IMAGES)
     # The call that Keras' ONNX export needs on a freshly loaded model.
     model.predict(images[PROBE_SIZES[0]], verbose=0)
     # Keras traced with the file's dynamic sizes tiles its attention as the file does.
@@ -129,7 +129,7 @@ def export_onnx(model_path, out, *, opset=None, atol=DEFAULT_ATOL):
             report.append(check(multi_tile, MULTI_TILE_PROBE, MULTI_TILE, forced))
     with staged_file(out, suffix=".onnx") as staging:
         convert(staging)
-        _add_metadata(staging, info)
+        info.write(staging)
         report[:0] = [check(staging, size, None, planned[size]) for size in PROBE_SIZES]
     return report
 
@@ -179,15 +179,6 @@ def _check_opset(opset):
             f"{SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}"
         )
     return int(opset)
-
-
-def _add_metadata(onnx_path, info):
-    import onnx
-
-    model = onnx.load(onnx_path)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = ONNX_METADATA_KEY, info_json(info)
-    onnx.save(model, onnx_path)
 
 
 def _quiet_tf2onnx():

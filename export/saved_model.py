@@ -9,7 +9,7 @@ Two signatures, both with dynamic batch, height and width:
   in size (names: `export.signatures`). A NaN or infinite model output fails the request
   (`InvalidArgument`) rather than come back as black pixels.
 
-The model's facts are stored as `assets/pnen_tf.json` (see `read_export_info`).
+The model's facts are stored as an asset (`pnen_tf.model_info`; see `read_export_info`).
 
 Example:
 
@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from export import _cli
 from export._atomic import staged_dir
-from export._info import read_export_info, write_saved_model_info
+from export._info import read_export_info
 from export._model import load
 from export.signatures import (
     BYTES_SIGNATURE, IMAGE_BYTES, IMAGES, PNG_BYTES, RESTORED, SERVING_SIGNATURE,
@@ -48,7 +48,7 @@ def export_saved_model(model_path, out, version, *, force=False):
     archive = _archive(model, info)
     with staged_dir(target, replace=force) as staging:
         archive.write_out(staging, options=_SAVE_OPTIONS, verbose=False)
-        write_saved_model_info(staging, info)
+        info.write(staging)
     return target
 
 
@@ -59,7 +59,7 @@ def _check_version(version):
 
 
 def _archive(model, info):
-    spec = tf.TensorSpec([None, None, None, info["in_channels"]], tf.float32, name=IMAGES)
+    spec = tf.TensorSpec([None, None, None, info.in_channels], tf.float32, name=IMAGES)
     # One traced graph of the model serves both signatures: tracing the tiled attention takes
     # seconds, and the archive would otherwise retrace the model per signature and per save pass.
     restore = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
@@ -83,7 +83,7 @@ def _bytes_endpoint(restore, info):
 
     def restore_one(data):
         image = tf.io.decode_image(
-            data, channels=info["in_channels"], expand_animations=False, dtype=tf.float32
+            data, channels=info.in_channels, expand_animations=False, dtype=tf.float32
         )
         restored = restore(prepare(image[tf.newaxis]))[0]
         # Clipped and encoded, NaN would be a black pixel: the request fails instead.
@@ -106,11 +106,11 @@ def _bytes_endpoint(restore, info):
 
 def _input_preparation(info):
     """What turns a decoded image into the model's input: bicubic upsampling for 'upsampled'."""
-    if info["input"] != "upsampled":
+    if info.input != "upsampled":
         return lambda batch: batch
     from pnen_tf.imresize import imresize
 
-    return lambda batch: imresize(batch, scale=info["scale"])
+    return lambda batch: imresize(batch, scale=info.scale)
 
 
 DESCRIPTION = "export a .keras model as a TF Serving SavedModel (DIR/NAME/VERSION)"

@@ -4,10 +4,10 @@ Whole images, never tiles: the pyramid non-local attention sees the entire pictu
 goes in (gray, RGB, RGBA, 16-bit PNG, EXIF-rotated JPEG) and comes out as PNG of the same
 mode and bit depth; alpha is passed through (bicubic-resized for super-resolution).
 
-The model's facts (`pnen_tf.saving.read_info`; `assets/pnen_tf.json` in a SavedModel) say
-how it is fed: 'lr' models take the low-resolution image and return a scale-times larger
-one (RDN), 'upsampled' models take the bicubic-upsampled image (MemNet, the paper's SR
-protocol), 'same' models keep the size (denoising, smoothing). Channels are adapted: a
+The model's facts (`pnen_tf.model_info.ModelInfo`, read from the `.keras` file or the
+SavedModel) say how it is fed: 'lr' models take the low-resolution image and return a
+scale-times larger one (RDN), 'upsampled' models take the bicubic-upsampled image (MemNet,
+the paper's SR protocol), 'same' models keep the size (denoising, smoothing). Channels are adapted: a
 gray model restores the Y of an RGB image's BT.601 YCbCr (MATLAB `rgb2ycbcr`) with Cb, Cr
 kept (bicubic-upsampled for SR); an RGB model restores a gray image replicated to RGB and
 its output is brought back to gray with the BT.601 luma weights (0.299, 0.587, 0.114).
@@ -18,7 +18,6 @@ Example:
 """
 
 import glob
-import json
 import os
 import sys
 
@@ -29,10 +28,10 @@ from pnen_tf._outputs import (OutputError, name_preferences, output_folder,
                               refuse_overwriting_inputs, unique_names)
 from pnen_tf.imresize import imresize
 from pnen_tf.metrics import rgb_to_ycbcr, ycbcr_to_rgb
+from pnen_tf.model_info import ModelInfo
 
 MIN_SIDE = 2  # a single row or column carries no spatial context to restore from
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-_PROBE = 16  # side of the zero image used to measure an undocumented model's scale
 
 
 class RestoreError(ValueError):
@@ -44,15 +43,18 @@ class Restorer:
 
     Args:
         call: function from float32 [1, h, w, c] in [0, 1] to the model's [1, h', w', c].
-        info: the model's facts (`in_channels`, `scale`, `input`, ...).
+        info: the model's facts, a `ModelInfo` (or a dict of facts) holding `in_channels`,
+            `scale` and `input` (`ModelInfo.completed` fills them in for any model).
         notify: where one-off notes go (printed once each).
     """
 
     def __init__(self, call, info, notify=None):
-        self.call, self.info = call, dict(info)
-        self.in_channels = int(info["in_channels"])
-        self.scale = int(info.get("scale", 1))
-        self.input = info.get("input", "lr" if self.scale > 1 else "same")
+        self.call, self.info = call, ModelInfo.of(info)
+        missing = [k for k in ("in_channels", "scale", "input") if self.info.get(k) is None]
+        if missing:
+            raise ValueError(f"Restorer: the facts lack {', '.join(missing)}")
+        self.in_channels, self.scale = int(self.info.in_channels), int(self.info.scale)
+        self.input = self.info.input
         self._notify = notify or (lambda message: print(message, file=sys.stderr))
         self._noted = set()
 
@@ -107,12 +109,7 @@ def _load_saved_model(path):
         # A multi-output export lists Y first ([Y, Y_1, ..., Y_M], eq. 5): output_0.
         return outputs[sorted(outputs)[0]]
 
-    info_path = os.path.join(path, "assets", "pnen_tf.json")
-    info = {}
-    if os.path.isfile(info_path):
-        with open(info_path) as f:
-            info = json.load(f)
-    return call, spec.shape[-1], info
+    return call, spec.shape[-1]
 
 
 def _load_keras(path, staged_dir=None):
@@ -123,16 +120,17 @@ def _load_keras(path, staged_dir=None):
     model = single_output(saving.load_model(path))  # Y alone for multi-supervised models
     # Compiled by Keras for the backend: an eager call runs the attention's loops in Python,
     # 5x slower (PNEN at 250x200: 16.7 s against 3.2 s, 6.4 s with the tracing).
-    call = probe = model.predict_on_batch
-    if staged_dir is not None:
-        check_stageable(model)
+    probe, channels = model.predict_on_batch, model.inputs[0].shape[-1]
+    if staged_dir is None:
+        return probe, probe, channels
+    check_stageable(model)
 
-        def call(x):
-            # One run per model and network input, found again when the restore is rerun.
-            run = fingerprint(model, [x])[:16]
-            return StagedForward(model, os.path.join(staged_dir, run))(x)
+    def staged(x):
+        # One run per model and network input, found again when the restore is rerun.
+        run = fingerprint(model, [x])[:16]
+        return StagedForward(model, os.path.join(staged_dir, run))(x)
 
-    return call, probe, model.inputs[0].shape[-1], saving.read_info(path)
+    return staged, probe, channels
 
 
 def load_restorer(path, scale=None, notify=None, staged_dir=None):
@@ -142,9 +140,9 @@ def load_restorer(path, scale=None, notify=None, staged_dir=None):
     in a subfolder of `staged_dir` per model and network input: a restore of hours that was
     interrupted goes on where it stopped when run again. (A SavedModel is one graph: refused.)
 
-    Missing facts are inferred and reported: channels from the input shape, the scale of an
-    'lr' model from its output size on a probe image. A same-size model given `scale` > 1
-    is taken to expect the bicubic-upsampled image ('upsampled').
+    Missing facts are inferred and reported (`ModelInfo.completed`): channels from the input
+    shape, the scale of an 'lr' model from its output size on a probe image. A same-size
+    model given `scale` > 1 is taken to expect the bicubic-upsampled image ('upsampled').
     """
     from pnen_tf.models.presets import resolve
 
@@ -157,30 +155,20 @@ def load_restorer(path, scale=None, notify=None, staged_dir=None):
                          f"use its .keras file with --staged-dir")
     try:
         if os.path.isdir(location):
-            call, channels, info = _load_saved_model(location)
+            call, channels = _load_saved_model(location)
             probe = call
         else:
-            call, probe, channels, info = _load_keras(location, staged_dir)
+            call, probe, channels = _load_keras(location, staged_dir)
     except (OSError, ValueError):
         raise
     except Exception as error:  # TF/Keras internals: one line for the user, not a traceback
         first_line = (str(error).strip().splitlines() or [""])[0]
         raise ValueError(f"{path}: cannot load model ({type(error).__name__}: {first_line})") \
             from None
-    notes = []
-    if "in_channels" not in info:
-        info["in_channels"] = int(channels)
-        notes.append(f"{path} records no model facts: in_channels={channels} from its input")
-    if "input" not in info:
-        # Not staged: a few pixels, whose stages would only be kept on disk.
-        probed = np.asarray(probe(np.zeros((1, _PROBE, _PROBE, info["in_channels"]), np.float32)))
-        ratio = probed.shape[1] // _PROBE
-        info["input"] = "lr" if ratio > 1 else ("upsampled" if (scale or 1) > 1 else "same")
-        info.setdefault("scale", ratio if ratio > 1 else (scale or 1))
-        notes.append(f"{path}: input convention {info['input']!r}, scale {info['scale']} "
-                     "inferred from a probe")
-    if scale is not None and int(scale) != int(info.get("scale", 1)):
-        raise ValueError(f"{path} is a x{info.get('scale', 1)} model, --scale {scale} asked")
+    # The probe is not staged: a few pixels, whose stages would only be kept on disk.
+    info, notes = ModelInfo.read(location).completed(channels, probe, scale, source=path)
+    if scale is not None and int(scale) != info.scale:
+        raise ValueError(f"{path} is a x{info.scale} model, --scale {scale} asked")
     restorer = Restorer(call, info, notify)
     for message in notes:
         restorer.note(message)

@@ -28,6 +28,7 @@ from pnen_tf._atomic import write_atomically
 from pnen_tf._outputs import (name_preferences, output_folder, refuse_overwriting_inputs,
                               unique_names)
 from pnen_tf.metrics import calculate_psnr, calculate_ssim, gaussian_window
+from pnen_tf.model_info import ModelInfo
 from training.tasks import BASELINES, TASKS, configure
 
 REPORTS = ("per_image.csv", "results.json")
@@ -175,16 +176,17 @@ def add_arguments(parser):
 
 
 def _resolve(args, info):
-    """Fill unset options from the model's facts and the task's protocol; check them."""
+    """Fill unset options from the model's facts (`ModelInfo`) and the task's protocol;
+    check them."""
     if args.task is None:
-        args.task = info.get("task")
+        args.task = info.task
     if args.task is None:
         raise ValueError("--task is needed (the model records none)")
-    if info.get("task") not in (None, args.task):
-        raise ValueError(f"the model was trained for {info['task']!r}, not {args.task!r}")
+    if info.task not in (None, args.task):
+        raise ValueError(f"the model was trained for {info.task!r}, not {args.task!r}")
     for key in SETTINGS:
         if getattr(args, key) is None and info.get(key) is not None:
-            setattr(args, key, info[key])
+            setattr(args, key, info.get(key))
     if args.baseline and BASELINES[args.baseline] != args.task:
         raise ValueError(f"baseline {args.baseline!r} is for task {BASELINES[args.baseline]!r}")
     task = TASKS[args.task]
@@ -215,7 +217,7 @@ def _load(args):
 
         restorer = load_restorer(args.model,
                                  TASKS[args.task].requested_scale(args) if args.task else None)
-    _resolve(args, restorer.info if restorer else {})
+    _resolve(args, restorer.info if restorer else ModelInfo())
     expected = TASKS[args.task].requested_scale(args)
     if restorer and expected and restorer.scale != expected:
         raise ValueError(f"{args.model} is a x{restorer.scale} model, --scale {args.scale} asked")

@@ -96,15 +96,17 @@ def _log_per_sigma(run_log, step, per_sigma):
 
 
 def _model_info(config):
+    """The facts saved with the run's models: the configuration's, and its task's own."""
     import pnen_tf
+    from pnen_tf.model_info import ModelInfo
     from training.config import build_options
     from training.tasks import TASKS
 
-    return {"model": config["model"], "task": config["task"], "scale": config["scale"],
-            "in_channels": config["in_channels"], "input": config["input"],
-            "sigma": config["sigma"], "filter": config["filter"],
-            "options": build_options(config), "pnen_tf_version": pnen_tf.__version__,
-            **TASKS[config["task"]].facts(config)}
+    common = ("model", "task", "scale", "in_channels", "input", "sigma", "filter")
+    return ModelInfo.from_dict({**{key: config[key] for key in common},
+                                "options": build_options(config),
+                                "pnen_tf_version": pnen_tf.__version__,
+                                **TASKS[config["task"]].facts(config)})
 
 
 def _build(config, strategy):
@@ -132,13 +134,13 @@ def _build(config, strategy):
 
 def _check_init(config):
     """Refuse an --init model of another family or input channels, from its saved facts."""
-    from pnen_tf import saving
+    from pnen_tf.model_info import ModelInfo
 
-    info = saving.read_info(config["init"])  # FileNotFoundError / ValueError name the file
+    info = ModelInfo.read(config["init"])  # FileNotFoundError / ValueError name the file
     for key in ("model", "in_channels"):
-        if key in info and info[key] != config[key]:
-            raise ValueError(f"--init {config['init']}: a {key} {info[key]!r} model, this run "
-                             f"trains {key} {config[key]!r}")
+        if info.get(key) not in (None, config[key]):
+            raise ValueError(f"--init {config['init']}: a {key} {info.get(key)!r} model, this "
+                             f"run trains {key} {config[key]!r}")
 
 
 def _initialize(model, source):

@@ -115,15 +115,16 @@ def measure_sets(model, row, benchmarks):
 
 
 def architecture(info, model):
-    options = ", ".join(f"{k}={v}" for k, v in sorted(info.get("options", {}).items())
+    """The card's architecture line from the model's facts (`ModelInfo`) and the model."""
+    options = ", ".join(f"{k}={v}" for k, v in sorted((info.options or {}).items())
                         if k not in ("scale", "in_channels"))
-    return f"{info['model']} ({options}); {model.count_params():,} parameters"
+    return f"{info.model} ({options}); {model.count_params():,} parameters"
 
 
 def make_card(run, name, command, benchmarks, notes=None):
     """The card of run's best.keras as preset `name` (the model file must already be in
     place: measuring loads it by name)."""
-    from pnen_tf import saving
+    from pnen_tf.model_info import ModelInfo
     from pnen_tf.models import from_preset
     from pnen_tf.models.presets import PRESETS
     from training.presets import measure_check
@@ -131,7 +132,7 @@ def make_card(run, name, command, benchmarks, notes=None):
     with open(os.path.join(run, "config.json")) as file:
         config = json.load(file)
     model = from_preset(name)
-    info = saving.read_info(os.path.join(run, "best.keras"))
+    info = ModelInfo.read(os.path.join(run, "best.keras"))
     rows = read_log(run)
     best = best_epoch(rows)
     used = [r for r in rows if r["epoch"] <= best["epoch"]]

@@ -7,8 +7,8 @@ figures beside it (`references`). The rest is data: a trained preset is two file
 into the package folder `pnen_tf/presets/` (shipped in the wheel), no code change:
 
 - `<name>.keras`: the single-output inference model saved by `pnen_tf.saving.save_model`,
-  as `training.fit` saves `best.keras`, so its facts (model, task, scale, sigma, filter,
-  in_channels, input) travel inside it. Its task, scale, sigma and filter must be the
+  as `training.fit` saves `best.keras`, so its facts (`pnen_tf.model_info.ModelInfo`: model,
+  task, scale, sigma, filter, in_channels, input) travel inside it. Its task, scale, sigma and filter must be the
   table's; in_channels and input are the table's plan, and the file's facts decide them.
 - `<name>.json`: its card, an object with `CARD_FIELDS`: architecture, parameters (trainable
   count), training_data and training_data_source, training_command (exactly as run), steps,
@@ -30,6 +30,8 @@ Example:
 import copy
 import json
 import os
+
+from pnen_tf.model_info import ModelInfo
 
 PRESETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "presets")
@@ -108,8 +110,8 @@ def shipped_weights(name):
 def resolve(path):
     """`path` itself if something exists there or it names no preset; else the preset's file.
 
-    What `pnen_tf.saving` does with every model path, so that restore, evaluate and the
-    exporters take a preset name wherever they take a `.keras` file.
+    What `pnen_tf.saving` and `ModelInfo.read` do with every model path, so that restore,
+    evaluate and the exporters take a preset name wherever they take a `.keras` file.
     """
     if os.path.exists(path) or os.fspath(path) not in PRESETS:
         return path
@@ -129,10 +131,9 @@ def read_card(name):
             "weights": os.path.basename(weights_file(name))}
     if card["status"] == NOT_TRAINED:
         return card
-    from pnen_tf import saving
-
-    facts = saving.read_info(weights_file(name))
-    card.update({k: facts[k] for k in ("model", "in_channels", "input") if k in facts})
+    facts = ModelInfo.read(weights_file(name))
+    card.update({k: facts.get(k) for k in ("model", "in_channels", "input")
+                 if facts.get(k) is not None})
     card_file = os.path.join(PRESETS_DIR, f"{name}.json")
     if os.path.isfile(card_file):
         with open(card_file) as file:
@@ -153,7 +154,8 @@ def list_presets():
 
 
 def from_preset(name):
-    """The preset's single-output inference model, its facts in `model.pnen_tf_info`.
+    """The preset's single-output inference model, its facts (a `ModelInfo` whose
+    `get("preset")` is `name`) in `model.pnen_tf_info`.
 
     Raises `ValueError` for an unknown name or weights whose facts are not the preset's,
     `FileNotFoundError` for a preset this version does not ship.
@@ -162,12 +164,12 @@ def from_preset(name):
     from pnen_tf.models import single_output
 
     path = shipped_weights(_known(name))
-    facts = saving.read_info(path)
+    facts = ModelInfo.read(path)
     wrong = [k for k in IDENTITY
              if PRESETS[name][k] is not None and facts.get(k) != PRESETS[name][k]]
     if wrong:
         raise ValueError(f"{path}: its facts ({', '.join(f'{k}={facts.get(k)!r}' for k in wrong)})"
                          f" are not those of preset {name!r}")
     model = single_output(saving.load_model(path))
-    model.pnen_tf_info = {**facts, "preset": name}
+    model.pnen_tf_info = facts.updated(preset=name)
     return model

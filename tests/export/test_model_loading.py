@@ -22,7 +22,7 @@ def test_multi_output_model_serves_the_fused_restoration(tmp_path):
     assert len(outputs) == 3 and len(served.outputs) == 1
     np.testing.assert_allclose(np.asarray(served(images)), outputs[0], atol=1e-6)
     assert np.max(np.abs(outputs[0] - outputs[1])) > 1e-3  # Y really differs from Y_1
-    assert info["model"] == "pnen"
+    assert info.model == "pnen"
 
 
 def test_plain_keras_file_gets_facts_from_the_model(tmp_path):
@@ -31,8 +31,8 @@ def test_plain_keras_file_gets_facts_from_the_model(tmp_path):
     path = str(tmp_path / "plain.keras")
     model.save(path)
     _, info = load(path)
-    assert (info["in_channels"], info["scale"], info["input"]) == (1, 1, "same")
-    assert info["export"]["source"] == "plain.keras"
+    assert (info.in_channels, info.scale, info.input) == (1, 1, "same")
+    assert info.export["source"] == "plain.keras"
 
 
 @pytest.mark.parametrize("facts, message", [

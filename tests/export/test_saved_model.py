@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import pnen_tf
-import pnen_tf.saving
+from pnen_tf.model_info import ModelInfo
 from export import read_export_info
 from export.saved_model import export_saved_model, main
 from pnen_tf.imresize import imresize
@@ -27,9 +27,9 @@ def test_tf_serving_layout_and_facts(model_name, tiny_models, saved_models):
     info = read_export_info(base)
     assert info == read_export_info(os.path.join(base, "1"))
     for key, value in tiny_models[model_name].info.items():
-        assert info[key] == value
-    assert info["export"]["pnen_tf_version"] == pnen_tf.__version__
-    assert info["export"]["source"] == f"{model_name}.keras"
+        assert info.get(key) == value
+    assert info.export["pnen_tf_version"] == pnen_tf.__version__
+    assert info.export["source"] == f"{model_name}.keras"
 
 
 def test_read_export_info_picks_the_newest_version(tmp_path):
@@ -38,7 +38,7 @@ def test_read_export_info_picks_the_newest_version(tmp_path):
         assets.mkdir(parents=True)
         (tmp_path / str(version) / "saved_model.pb").write_bytes(b"")
         (assets / "pnen_tf.json").write_text(f'{{"task": "{task}"}}')
-    assert read_export_info(str(tmp_path))["task"] == "new"
+    assert read_export_info(str(tmp_path)).task == "new"
     with pytest.raises(FileNotFoundError, match="no SavedModel"):
         read_export_info(str(tmp_path / "2" / "assets"))
 
@@ -164,11 +164,11 @@ def test_failure_while_writing_leaves_nothing_behind(tiny_models, tmp_path, monk
 def test_docs_model_and_info_examples_work(saved_models, onnx_files, serving_docs_block, docs_env, tmp_path):
     env = docs_env
     subprocess.run(["sh", "-ec", serving_docs_block("save_model(build")], cwd=tmp_path, env=env, check=True)
-    assert pnen_tf.saving.read_info(str(tmp_path / "pnen.keras"))["input"] == "same"
+    assert ModelInfo.read(str(tmp_path / "pnen.keras")).input == "same"
 
     shutil.copytree(saved_models["pnen"], tmp_path / "models" / "pnen")
     shutil.copy(onnx_files["pnen"][0], tmp_path / "pnen.onnx")
-    code = serving_docs_block("read_export_info(") + "\nprint(read_export_info('pnen.onnx')['model'])"
+    code = serving_docs_block("read_export_info(") + "\nprint(read_export_info('pnen.onnx').model)"
     result = subprocess.run(["python", "-c", code], cwd=tmp_path, env=env, check=True,
                             capture_output=True, text=True)
     assert result.stdout.split() == ["pnen"]

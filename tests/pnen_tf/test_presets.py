@@ -17,6 +17,7 @@ from skimage import data
 import pnen_tf
 from pnen_tf import cli, saving
 from pnen_tf.image_io import read_image, write_image
+from pnen_tf.model_info import ModelInfo
 from pnen_tf.models import build, from_preset, list_presets, presets
 from training import presets as check
 from pnen_tf.restore import load_restorer
@@ -63,7 +64,7 @@ def gray_photo(tmp_path):
 def test_a_dropped_in_preset_loads_by_name_with_its_facts(shipped):
     model = from_preset(NAME)
     assert len(model.outputs) == 1
-    assert model.pnen_tf_info == {**FACTS, "preset": NAME}
+    assert model.pnen_tf_info == ModelInfo.from_dict({**FACTS, "preset": NAME})
     x = np.random.default_rng(0).random((1, 19, 23, 1)).astype("float32")
     np.testing.assert_allclose(model.predict_on_batch(x), shipped.predict_on_batch(x), atol=1e-6)
 
@@ -89,7 +90,7 @@ def test_presets_command_prints_the_table(shipped, capsys):
     assert "sigma 15/25/50 pending (target >= 32.37/29.97/26.72)" in rows["denoise-gray-blind"]
 
 
-@pytest.mark.parametrize("load", [from_preset, saving.load_model, saving.read_info,
+@pytest.mark.parametrize("load", [from_preset, saving.load_model, ModelInfo.read,
                                   load_restorer])
 def test_an_untrained_preset_is_not_shipped_and_nothing_is_downloaded(shipped, load):
     with pytest.raises(FileNotFoundError, match=r"^preset 'sr-x3' is not trained yet: not "
@@ -110,17 +111,17 @@ def test_restore_names_an_untrained_or_unknown_model_in_one_line(shipped, gray_p
         "error: cannot load model: sr-x5: no such model file or SavedModel directory "
         "(nor a preset: see `pnen-tf presets`)")
     with pytest.raises(FileNotFoundError, match=r"^no model file at 'sr-x5' \(nor a preset"):
-        saving.read_info("sr-x5")
+        ModelInfo.read("sr-x5")
 
 
 def test_an_existing_file_wins_over_a_preset_name(shipped, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     saving.save_model(_tiny_memnet(), "mine.keras", {"task": "mine"})
     os.rename("mine.keras", NAME)
-    assert saving.read_info(NAME) == {"task": "mine"}
-    assert saving.read_info(f"./{NAME}") == {"task": "mine"}
+    assert ModelInfo.read(NAME) == ModelInfo(task="mine")
+    assert ModelInfo.read(f"./{NAME}") == ModelInfo(task="mine")
     os.remove(NAME)
-    assert saving.read_info(NAME) == FACTS
+    assert ModelInfo.read(NAME) == ModelInfo.from_dict(FACTS)
 
 
 def test_restore_cli_takes_a_preset_name(shipped, gray_photo, tmp_path):
@@ -145,8 +146,8 @@ def test_the_exporters_take_a_preset_name(shipped):
     from export import _model
 
     model, info = _model.load(NAME)
-    assert len(model.outputs) == 1 and info["sigma"] == 30.0
-    assert info["export"]["source"] == NAME
+    assert len(model.outputs) == 1 and info.sigma == 30.0
+    assert info.export["source"] == NAME
 
 
 def test_the_check_measures_the_model_and_its_baseline_on_the_builtin_image(shipped, capsys):

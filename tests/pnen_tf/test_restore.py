@@ -16,6 +16,8 @@ from pnen_tf.models import build
 from pnen_tf.restore import Restorer, RestoreError, load_restorer
 
 RDN_X2 = {"model": "rdn", "task": "sr", "scale": 2, "in_channels": 3, "input": "lr"}
+GRAY = {"in_channels": 1, "scale": 1, "input": "same"}
+RGB = {"in_channels": 3, "scale": 1, "input": "same"}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def _identity(info):
 
 
 def test_same_size_model_on_matching_channels_is_applied_directly():
-    r = Restorer(lambda x: 1 - x, {"in_channels": 3, "input": "same"})
+    r = Restorer(lambda x: 1 - x, RGB)
     x = np.random.default_rng(0).random((5, 6, 3)).astype(np.float32)
     np.testing.assert_allclose(r.restore(x), 1 - x)
 
@@ -44,8 +46,7 @@ def test_upsampled_model_gets_the_bicubic_image():
 
 def test_gray_model_restores_y_and_keeps_chroma():
     seen = []
-    r = Restorer(lambda x: seen.append(x) or x + 0.1, {"in_channels": 1, "input": "same"},
-                 notify=seen.append)
+    r = Restorer(lambda x: seen.append(x) or x + 0.1, GRAY, notify=seen.append)
     x = np.random.default_rng(2).random((6, 5, 3)).astype(np.float32) * 0.5 + 0.2
     out = r.restore(x)
     np.testing.assert_allclose(seen[1], rgb_to_ycbcr(x)[None, ..., :1], atol=1e-6)
@@ -56,17 +57,17 @@ def test_gray_model_restores_y_and_keeps_chroma():
 
 
 def test_rgb_model_on_gray_image_returns_luma():
-    r = _identity({"in_channels": 3, "input": "same"})
+    r = _identity(RGB)
     x = np.random.default_rng(3).random((4, 4, 1)).astype(np.float32)
     np.testing.assert_allclose(r.restore(x), x, atol=1e-6)
 
 
 def test_wrong_model_output_and_tiny_images_are_reported():
     with pytest.raises(RestoreError, match="expected"):
-        Restorer(lambda x: x[:, :-1], {"in_channels": 1, "input": "same"}).restore(
+        Restorer(lambda x: x[:, :-1], GRAY).restore(
             np.zeros((4, 4, 1), np.float32))
     with pytest.raises(RestoreError, match="1x1 pixels"):
-        _identity({"in_channels": 1, "input": "same"}).restore(np.zeros((1, 1, 1), np.float32))
+        _identity(GRAY).restore(np.zeros((1, 1, 1), np.float32))
 
 
 def test_keras_file_facts_are_read(rdn_x2):
@@ -93,10 +94,11 @@ def test_saved_model_directory_with_info_asset(tmp_path):
                            input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)])
     path = str(tmp_path / "saved")
     tf.saved_model.save(module, path, signatures={"serving_default": module.f})
+    # The asset as every export so far wrote it (`ModelInfo.write`).
     with open(os.path.join(path, "assets", "pnen_tf.json"), "w") as f:
         json.dump({"task": "denoise", "scale": 1, "in_channels": 1, "input": "same"}, f)
     r = load_restorer(path)
-    assert r.info["task"] == "denoise"
+    assert r.info.task == "denoise"
     np.testing.assert_allclose(r.restore(np.ones((3, 4, 1), np.float32)), 0.5)
 
 
@@ -271,7 +273,7 @@ def test_a_non_finite_output_is_an_error_and_nothing_is_written(tmp_path, capsys
     assert str(tmp_path / "in" / "x.png") in line and "NaN" in line
     assert not out.exists()
     with pytest.raises(RestoreError, match="3 NaN or infinite"):
-        Restorer(lambda x: np.where(x > 0.5, np.inf, x), {"in_channels": 1, "input": "same"}) \
+        Restorer(lambda x: np.where(x > 0.5, np.inf, x), GRAY) \
             .restore(np.array([[[0.1], [0.9]], [[0.9], [0.9]]], np.float32))
 
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from pnen_tf import saving
+from pnen_tf.model_info import ModelInfo
 
 
 def _umask():
@@ -28,6 +29,6 @@ def test_a_saved_model_is_readable_and_a_killed_saves_leftover_removed(tmp_path)
     saving.save_model(model, str(path), {"task": "denoise"})
     assert os.listdir(tmp_path) == ["best.keras"]
     assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
-    assert saving.read_info(str(path)) == {"task": "denoise"}
+    assert ModelInfo.read(str(path)) == ModelInfo(task="denoise")
     x = np.random.default_rng(0).random((1, 5, 6, 1)).astype("float32")
     np.testing.assert_allclose(saving.load_model(str(path))(x), model(x), atol=1e-6)

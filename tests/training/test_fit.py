@@ -12,7 +12,9 @@ import time
 import numpy as np
 import pytest
 
+import pnen_tf
 from pnen_tf import image_io, saving
+from pnen_tf.model_info import ModelInfo
 from training import fit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -48,10 +50,10 @@ def test_sr_run_writes_models_config_logs(folders, tmp_path, capsys):
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["model"] == "memnet" and config["input"] == "upsampled"
     assert config["preset"] == "paper" and config["channels"] == 8
-    info = saving.read_info(os.path.join(out, "best.keras"))
-    assert {k: info[k] for k in ("model", "task", "scale", "in_channels", "input")} == \
-        {"model": "memnet", "task": "sr", "scale": 3, "in_channels": 1, "input": "upsampled"}
-    assert set(info) >= {"sigma", "filter", "options", "pnen_tf_version"}
+    info = ModelInfo.read(os.path.join(out, "best.keras"))
+    assert (info.model, info.task, info.scale, info.in_channels, info.input) == \
+        ("memnet", "sr", 3, 1, "upsampled")
+    assert info.options["channels"] == 8 and info.pnen_tf_version == pnen_tf.__version__
     model = saving.load_model(os.path.join(out, "last.keras"))
     assert len(model.outputs) == 1  # the inference model, not the eq. (5) training model
     rows = _rows(out)
@@ -79,9 +81,9 @@ def test_blind_denoising_validates_per_sigma_and_saves_a_blind_model(folders, tm
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["sigma"] is None and config["sigma_range"] == [0.0, 55.0]
     assert config["val_sigmas"] == [15.0, 50.0]
-    info = saving.read_info(os.path.join(out, "best.keras"))
-    assert info["sigma"] is None and info["sigma_range"] == [0.0, 55.0]
-    assert "sigma_range" not in saving.read_info(_fixed_sigma_model(folders, tmp_path))
+    info = ModelInfo.read(os.path.join(out, "best.keras"))
+    assert info.sigma is None and info.get("sigma_range") == [0.0, 55.0]
+    assert ModelInfo.read(_fixed_sigma_model(folders, tmp_path)).get("sigma_range") is None
 
 
 def _fixed_sigma_model(folders, tmp_path):

@@ -63,7 +63,8 @@ class Task:
 
     @classmethod
     def facts(cls, config):
-        """Facts saved with the model beyond the common ones (`training.fit`)."""
+        """Facts saved with the model beyond the common ones (`training.fit`): its
+        `ModelInfo`'s `extra`, read back with `info.get(key)`."""
         return {}
 
     @classmethod
@@ -86,7 +87,8 @@ class Task:
 
     @classmethod
     def invalid_note(cls, info):
-        """Said after a missing setting's error: why the model cannot supply it."""
+        """Said after a missing setting's error: why the model (its `ModelInfo`) cannot
+        supply it."""
         return ""
 
     # A configured task ---------------------------------------------------------------

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from pnen_tf import models
-from pnen_tf.saving import load_model, read_info, save_model
+from pnen_tf.model_info import ModelInfo
+from pnen_tf.saving import load_model, save_model
 
 # (name, options, expected parameters, tolerance): counts that follow from the authors' code.
 PAPER_COUNTS = [
@@ -59,7 +60,7 @@ def test_output_shapes_and_keras_round_trip(tmp_path, name, scale, channels, exp
     path = str(tmp_path / "model.keras")
     info = {"model": name, "scale": scale, "input": models.input_convention(name, scale)}
     save_model(model, path, info)
-    assert read_info(path) == info
+    assert ModelInfo.read(path).to_dict() == info
     np.testing.assert_array_equal(load_model(path).predict_on_batch(x), out)
 
 
@@ -158,7 +159,7 @@ def test_saving_is_atomic_and_rejects_bad_paths(tmp_path):
         load_model(str(tmp_path / "missing.keras"))
     (tmp_path / "fake.keras").write_text("not a zip")
     with pytest.raises(ValueError, match="not a .keras model file"):
-        read_info(str(tmp_path / "fake.keras"))
+        ModelInfo.read(str(tmp_path / "fake.keras"))
     target = tmp_path / "keep.keras"
     save_model(model, str(target), {"v": 1})
 
@@ -168,5 +169,5 @@ def test_saving_is_atomic_and_rejects_bad_paths(tmp_path):
 
     with pytest.raises(RuntimeError):
         save_model(Exploding(), str(target), {"v": 2})
-    assert read_info(str(target)) == {"v": 1}
+    assert ModelInfo.read(str(target)).to_dict() == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.keras", "keep.keras"]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pnen_tf import cli, image_io, saving
+from pnen_tf import cli, image_io
 from pnen_tf.metrics import calculate_psnr
+from pnen_tf.model_info import ModelInfo
 from training import evaluate, fit
 from training.config import parser, resolve
 from training.tasks import configure
@@ -115,8 +116,8 @@ def test_trains_evaluates_and_restores(folders, tmp_path, capsys):
                      "--patch", "24", "--batch", "2", "--steps-per-epoch", "3"]) == 0
     assert "baseline" in capsys.readouterr().out
     model = os.path.join(out, "best.keras")
-    info = saving.read_info(model)
-    assert {k: info[k] for k in ("task", "quality", "in_channels", "input", "scale")} == \
+    info = ModelInfo.read(model)
+    assert {k: info.get(k) for k in ("task", "quality", "in_channels", "input", "scale")} == \
         {"task": "jpeg", "quality": 20, "in_channels": 1, "input": "same", "scale": 1}
     report = str(tmp_path / "eval")
     assert evaluate.main(["--model", model, "--data", folders[1], "--out", report]) == 0
