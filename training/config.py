@@ -12,12 +12,9 @@ Two presets fill the flags a user leaves out:
 import argparse
 import os
 
-from pnen_tf.models import input_convention
+from pnen_tf.models import FAMILIES
 from training.tasks import TASKS
 
-FAMILY_OPTIONS = {"pnen": ("num_groups",),
-                  "memnet": ("num_memory_blocks", "num_recursions"),
-                  "rdn": ("num_blocks", "num_layers", "growth")}
 PRESETS = {
     "paper": {"channels": 64, "patch": 96, "batch": 8, "epochs": 200, "steps_per_epoch": 1000,
               "lr": 5e-4, "nonlocal_block": "pnb", "val_crop": 0},
@@ -42,7 +39,7 @@ def parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--task", choices=tuple(TASKS), required=True)
-    a("--model", choices=("pnen", "memnet", "rdn"),
+    a("--model", choices=tuple(FAMILIES),
       help="network (default: " + "; ".join(
           f"{task.default_model} for {name}" for name, task in TASKS.items()) + ")")
     a("--nonlocal", dest="nonlocal_block", choices=("none", "nlb", "pnb", "apnb"),
@@ -52,7 +49,8 @@ def parser():
       help="PNB: official/paper; NLB: official/classic (default: official)")
     a("--nonlocal-scales", type=int, nargs="+", metavar="S",
       help="PNB strides (default 2 4 8; Table II's ablation uses subsets)")
-    a("--deeper", action="store_true", help="the paper's 'deeper' MemNet/RDN baseline")
+    a("--deeper", action="store_true", help="the paper's 'deeper' " + "/".join(
+        family.title for family in FAMILIES.values() if family.deeper) + " baseline")
     for task in TASKS.values():
         task.add_fit_flags(p)
     a("--data", nargs="+", metavar="DIR",
@@ -65,12 +63,9 @@ def parser():
     a("--preset", choices=("auto", "quick", "paper"), default="auto",
       help="defaults for the flags below: auto = quick without --data, paper with --data")
     a("--channels", type=int, help="feature width (paper: 64; quick: 32)")
-    a("--num-groups", type=int, help="PNEN: DRB+PNB groups (paper: 3)")
-    a("--num-memory-blocks", type=int, help="MemNet: memory blocks (paper: 6)")
-    a("--num-recursions", type=int, help="MemNet: recursions per block (paper: 6)")
-    a("--num-blocks", type=int, help="RDN: residual dense blocks (paper: 16)")
-    a("--num-layers", type=int, help="RDN: conv layers per block (paper: 8)")
-    a("--growth", type=int, help="RDN: growth rate (paper: 64)")
+    for family in FAMILIES.values():
+        for size, text in family.sizes.items():
+            a(f"--{size.replace('_', '-')}", type=int, help=f"{family.title}: {text}")
     a("--patch", type=int, help="target patch side in pixels (paper: 96)")
     a("--batch", type=int, help="GLOBAL batch size, split over replicas (paper: 8)")
     a("--epochs", type=int, help="epochs (checkpoint and validation after each)")
@@ -123,10 +118,10 @@ def resolve(args):
     for other in TASKS.values():  # every task's keys, other tasks' at their neutral values
         config.update(other.neutral)
     task.resolve(config, args)
-    config["input"] = input_convention(model, config["scale"])
-    config["in_channels"] = 3 if model == "pnen" or (model == "rdn" and config["scale"] > 1) else 1
-    config["family_options"] = {k: config[k] for k in FAMILY_OPTIONS[model]
-                                if config.get(k) is not None}
+    family = FAMILIES[model]
+    config["input"] = family.input_convention(config["scale"])
+    config["in_channels"] = family.default_in_channels(config["scale"])
+    config["family_options"] = {k: config[k] for k in family.sizes if config.get(k) is not None}
     for key in ("patch", "batch", "epochs", "steps_per_epoch", "channels"):
         if config[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {config[key]}")
@@ -162,7 +157,7 @@ def build_options(config, synchronized_bn=False):
         options["nonlocal_variant"] = config["nonlocal_variant"]
     if config.get("nonlocal_scales"):
         options["nonlocal_options"] = {"scales": tuple(config["nonlocal_scales"])}
-    if synchronized_bn and config["model"] != "rdn":  # RDN has no batch norm
+    if synchronized_bn and FAMILIES[config["model"]].batch_norm:
         options["synchronized_bn"] = True
     return options
 

@@ -119,7 +119,8 @@ def _build(config, strategy):
 
     keras.mixed_precision.set_global_policy(config["precision"])
     with strategy.scope():
-        model = models.build(config["model"], multi_output=config["model"] != "rdn",
+        model = models.build(config["model"],
+                             multi_output=models.FAMILIES[config["model"]].multi_output,
                              **build_options(config, needs_synchronized_bn(strategy)))
         optimizer = keras.optimizers.Adam(config["lr"], beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                                           use_ema=config["ema"] > 0,

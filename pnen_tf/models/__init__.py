@@ -4,21 +4,20 @@
 - "memnet": MemNet M6R6, plain / deeper / with NLB / with PNB (Section V).
 - "rdn": RDN D16C8G64, plain / deeper / with NLB / with PNB, denoising or x2/x3/x4 SR.
 
-Every model takes float32 NHWC images in [0, 1] of any height and width. Trained ones ship
-by name: `from_preset(name)`, `list_presets()` (`pnen_tf.models.presets`).
+What differs between the families outside their builders (defaults, input convention,
+options) is one table, `FAMILIES` (`pnen_tf.models.families`). Every model takes float32
+NHWC images in [0, 1] of any height and width. Trained ones ship by name: `from_preset(name)`,
+`list_presets()` (`pnen_tf.models.presets`).
 """
 
 import keras
 
 from pnen_tf.models.common import check_nonlocal
-from pnen_tf.models.memnet import build_memnet
-from pnen_tf.models.pnen import build_pnen
+from pnen_tf.models.families import FAMILIES, Family, get_family
 from pnen_tf.models.presets import from_preset, list_presets
-from pnen_tf.models.rdn import build_rdn
 
-MODELS = ("pnen", "memnet", "rdn")
+MODELS = tuple(FAMILIES)
 _DEFAULT = object()
-_DEFAULT_NONLOCAL = {"pnen": "pnb", "memnet": None, "rdn": None}
 
 
 def build(name, *, scale=1, in_channels=None, channels=64, nonlocal_block=_DEFAULT,
@@ -43,42 +42,27 @@ def build(name, *, scale=1, in_channels=None, channels=64, nonlocal_block=_DEFAU
         **options: family options: `num_groups` (PNEN); `num_memory_blocks`, `num_recursions`,
             `nonlocal_before` (MemNet); `num_blocks`, `num_layers`, `growth`, `nonlocal_after` (RDN).
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
+    family = get_family(name)
+    family.check_scale(scale)
     if nonlocal_block is _DEFAULT:
-        nonlocal_block = _DEFAULT_NONLOCAL[name]
+        nonlocal_block = family.nonlocal_block
     if nonlocal_block == "none":
         nonlocal_block = None
     check_nonlocal(nonlocal_block)
-    common = dict(channels=channels, nonlocal_block=nonlocal_block,
-                  nonlocal_variant=nonlocal_variant, nonlocal_options=nonlocal_options)
+    if family.sr_input == "lr":
+        options["scale"] = scale  # the network itself upsamples
     try:
-        if name == "pnen":
-            _reject(name, deeper=deeper, scale=scale != 1)
-            return build_pnen(in_channels or 3, multi_output=multi_output,
-                              synchronized_bn=synchronized_bn, **common, **options)
-        if name == "memnet":
-            if scale not in (1, 2, 3, 4):
-                raise ValueError(f"memnet: scale must be 1, 2, 3 or 4, got {scale!r}")
-            return build_memnet(in_channels or 1, deeper=deeper, multi_output=multi_output,
-                                synchronized_bn=synchronized_bn, **common, **options)
-        _reject(name, multi_output=multi_output, synchronized_bn=synchronized_bn)
-        return build_rdn(scale, in_channels, deeper=deeper, **common, **options)
+        return family.builder(in_channels=in_channels or family.default_in_channels(scale),
+                              channels=channels, nonlocal_block=nonlocal_block,
+                              nonlocal_variant=nonlocal_variant, nonlocal_options=nonlocal_options,
+                              **family.flags(deeper, multi_output, synchronized_bn), **options)
     except TypeError as error:
         raise ValueError(f"{name}: {error}") from None
 
 
-def _reject(name, **flags):
-    for flag, value in flags.items():
-        if value:
-            raise ValueError(f"{name} does not support {flag}")
-
-
 def input_convention(name, scale):
     """What the network takes: "lr" (RDN SR), "upsampled" (MemNet SR) or "same"."""
-    if scale == 1:
-        return "same"
-    return "lr" if name == "rdn" else "upsampled"
+    return get_family(name).input_convention(scale)
 
 
 def single_output(model):
@@ -88,4 +72,5 @@ def single_output(model):
     return keras.Model(model.inputs, model.outputs[0], name=model.name)
 
 
-__all__ = ["MODELS", "build", "from_preset", "input_convention", "list_presets", "single_output"]
+__all__ = ["FAMILIES", "MODELS", "Family", "build", "from_preset", "get_family",
+           "input_convention", "list_presets", "single_output"]

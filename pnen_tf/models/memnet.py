@@ -14,7 +14,7 @@ PAPER_NONLOCAL_BEFORE = (1, 6)
 DEEPER_MEMORY_BLOCKS = 9
 
 
-def build_memnet(in_channels=1, channels=64, num_memory_blocks=6, num_recursions=6,
+def build_memnet(in_channels, channels=64, num_memory_blocks=6, num_recursions=6,
                  nonlocal_block=None, nonlocal_variant=None, nonlocal_options=None,
                  nonlocal_before=None, deeper=False, multi_output=False,
                  synchronized_bn=False):

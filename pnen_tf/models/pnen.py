@@ -7,7 +7,7 @@ from pnen_tf.layers import DilatedResidualBlock, WeightedSum
 from pnen_tf.models.common import image_input, make_nonlocal
 
 
-def build_pnen(in_channels=3, channels=64, num_groups=3, nonlocal_block="pnb",
+def build_pnen(in_channels, channels=64, num_groups=3, nonlocal_block=None,
                nonlocal_variant=None, nonlocal_options=None, multi_output=False,
                synchronized_bn=False):
     """PNEN: entry conv, M groups of DRB -> PNB (eq. 2), one exit net per group (eq. 3),

@@ -14,7 +14,7 @@ PAPER_NONLOCAL_AFTER = (5, 10)
 DEEPER_AFTER = 8
 
 
-def build_rdn(scale=1, in_channels=None, channels=64, num_blocks=16, num_layers=8, growth=None,
+def build_rdn(in_channels, scale=1, channels=64, num_blocks=16, num_layers=8, growth=None,
               nonlocal_block=None, nonlocal_variant=None, nonlocal_options=None,
               nonlocal_after=None, deeper=False):
     """RDN with D=num_blocks dense blocks of C=num_layers layers, growth G, G0=channels.
@@ -30,13 +30,10 @@ def build_rdn(scale=1, in_channels=None, channels=64, num_blocks=16, num_layers=
     `nonlocal_after=None` takes the paper's positions (5, 10) that precede the last block, or
     the middle block of a network too small for them.
     """
-    if scale not in (1, 2, 3, 4):
-        raise ValueError(f"rdn: scale must be 1 (denoising), 2, 3 or 4, got {scale!r}")
     if nonlocal_after is None:
         nonlocal_after = tuple(d for d in PAPER_NONLOCAL_AFTER if d < num_blocks) or (
             max(1, num_blocks // 2),)
     check_positions("nonlocal_after", nonlocal_after, num_blocks, nonlocal_block)
-    in_channels = in_channels or (1 if scale == 1 else 3)
     growth = growth or channels
     image = image_input(in_channels)
     shallow = layers.Conv2D(channels, 3, padding="same", name="sfe_1")(image)

@@ -149,6 +149,8 @@ def test_input_convention():
     assert models.input_convention("rdn", 3) == "lr"
     assert models.input_convention("memnet", 3) == "upsampled"
     assert models.input_convention("pnen", 1) == "same"
+    with pytest.raises(ValueError, match="pnen: scale must be 1, got 3"):
+        models.input_convention("pnen", 3)
 
 
 def test_saving_is_atomic_and_rejects_bad_paths(tmp_path):
