@@ -1,4 +1,4 @@
-"""What the `export` commands share, following `pnen_tf.cli`'s convention.
+"""What the `export` commands share, following `pnen_tf.apps.cli`'s convention.
 
 Each command module exposes `add_arguments(parser)`, `run(args) -> int` and `main(argv=None)`
 (for `python -m export.X`); `pnen-tf` calls the first two. User errors end in one

@@ -26,7 +26,7 @@ import numpy as np
 from export import _cli
 from export._atomic import staged_file
 from export._http import post
-from pnen_tf._outputs import output_file_folder, refuse_overwriting_inputs
+from pnen_tf.apps._outputs import output_file_folder, refuse_overwriting_inputs
 from export.signatures import (
     BYTES_SIGNATURE, IMAGE_BYTES, IMAGES, PNG_BYTES, RESTORED, SERVING_SIGNATURE,
 )

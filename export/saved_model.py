@@ -108,7 +108,7 @@ def _input_preparation(info):
     """What turns a decoded image into the model's input: bicubic upsampling for 'upsampled'."""
     if info.input != "upsampled":
         return lambda batch: batch
-    from pnen_tf.imresize import imresize
+    from pnen_tf.apps.imresize import imresize
 
     return lambda batch: imresize(batch, scale=info.scale)
 

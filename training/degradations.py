@@ -2,7 +2,7 @@
 
 The degradations themselves belong to their task (`training.tasks`: bicubic SR pairs,
 Gaussian noise, smoothing targets, JPEG images), each used by training and evaluation alike.
-Gray models see the Y of BT.601 YCbCr (MATLAB `rgb2ycbcr`), the channel `pnen_tf.restore`
+Gray models see the Y of BT.601 YCbCr (MATLAB `rgb2ycbcr`), the channel `pnen_tf.apps.restore`
 feeds them and the channel the SR tables measure.
 """
 

@@ -25,8 +25,8 @@ import numpy as np
 
 from pnen_tf import image_io
 from pnen_tf._atomic import write_atomically
-from pnen_tf._outputs import (name_preferences, output_folder, refuse_overwriting_inputs,
-                              unique_names)
+from pnen_tf.apps._outputs import (name_preferences, output_folder,
+                                   refuse_overwriting_inputs, unique_names)
 from pnen_tf.metrics import calculate_psnr, calculate_ssim, gaussian_window
 from pnen_tf.model_info import ModelInfo
 from training.tasks import BASELINES, TASKS, configure
@@ -213,7 +213,7 @@ def _load(args):
     (`OSError`) for a bad model or options, before any image is restored."""
     restorer = None
     if args.model:
-        from pnen_tf.restore import load_restorer
+        from pnen_tf.apps.restore import load_restorer
 
         restorer = load_restorer(args.model,
                                  TASKS[args.task].requested_scale(args) if args.task else None)
@@ -271,7 +271,7 @@ def _evaluate(args, sets, restorer):
 
 
 def main(argv=None):
-    from pnen_tf import cli
+    from pnen_tf.apps import cli
 
     return cli.main(["evaluate", *(sys.argv[1:] if argv is None else argv)])
 

@@ -14,7 +14,7 @@ import pnen_tf
 from pnen_tf.model_info import ModelInfo
 from export import read_export_info
 from export.saved_model import export_saved_model, main
-from pnen_tf.imresize import imresize
+from pnen_tf.apps.imresize import imresize
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -60,3 +60,39 @@ def test_import_pnen_tf_is_enough_for_plain_keras_to_load_our_layers(backend, tm
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model.predict_on_batch(x),
                                rtol=1e-4, atol=1e-5)
+
+
+# The one module of the library's folder that is not the library: a re-export of
+# `pnen_tf.apps.imresize` kept for a benchmark.
+NOT_LIBRARY = ("pnen_tf.apps", "pnen_tf.imresize")
+IMPORT_THE_LIBRARY = textwrap.dedent("""
+    import importlib, sys
+    for name in sys.argv[1:]:
+        importlib.import_module(name)
+    found = sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"
+                   or m.startswith("pnen_tf.apps"))
+    assert not found, found[:5]
+""")
+
+
+def _library_modules():
+    package = os.path.join(REPO, "pnen_tf")
+    names = []
+    for directory, _, files in os.walk(package):
+        for file in sorted(f for f in files if f.endswith(".py")):
+            parts = os.path.relpath(os.path.join(directory, file), REPO)[:-3].split(os.sep)
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            if not name.startswith(NOT_LIBRARY):
+                names.append(name)
+    return names
+
+
+def test_the_library_imports_neither_tensorflow_nor_the_applications():
+    pytest.importorskip("jax", reason="jax is in the test extra: pip install .[test]")
+    names = _library_modules()
+    assert {"pnen_tf.model_info", "pnen_tf.models.families", "pnen_tf.staged"} <= set(names)
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", IMPORT_THE_LIBRARY, *names], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

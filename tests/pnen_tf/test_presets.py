@@ -15,12 +15,13 @@ import pytest
 from skimage import data
 
 import pnen_tf
-from pnen_tf import cli, saving
+from pnen_tf import saving
+from pnen_tf.apps import cli
 from pnen_tf.image_io import read_image, write_image
 from pnen_tf.model_info import ModelInfo
 from pnen_tf.models import build, from_preset, list_presets, presets
 from training import presets as check
-from pnen_tf.restore import load_restorer
+from pnen_tf.apps.restore import load_restorer
 
 NAME = "denoise-gray-s30"
 FACTS = {"model": "memnet", "task": "denoise", "scale": 1, "sigma": 30.0, "filter": None,

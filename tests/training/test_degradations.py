@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pnen_tf.imresize import imresize
+from pnen_tf.apps.imresize import imresize
 from pnen_tf.metrics import rgb_to_ycbcr
 from training import degradations, evaluate
 from training.tasks.denoise import add_noise, draw_sigma

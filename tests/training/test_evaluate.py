@@ -12,7 +12,7 @@ import pytest
 
 from pnen_tf import saving
 from pnen_tf.image_io import read_image, to_integers, write_image
-from pnen_tf.imresize import imresize
+from pnen_tf.apps.imresize import imresize
 from pnen_tf.metrics import calculate_psnr, calculate_ssim
 from training import evaluate
 from training.tasks.denoise import noise_seed
@@ -219,9 +219,10 @@ def test_a_non_finite_output_is_an_error_not_a_score(folder, tmp_path, capsys):
 @pytest.mark.parametrize("option", ["--save", "--out"])
 def test_output_locations_are_checked_before_the_model_runs(folder, tmp_path, monkeypatch,
                                                            capsys, option):
-    import pnen_tf.restore
+    import pnen_tf.apps.restore
 
-    monkeypatch.setattr(pnen_tf.restore, "load_restorer", lambda *a, **k: pytest.fail("loaded"))
+    monkeypatch.setattr(pnen_tf.apps.restore, "load_restorer",
+                        lambda *a, **k: pytest.fail("loaded"))
     (tmp_path / "file").write_text("mine")
     assert evaluate.main(["--model", "any.keras", "--data", str(folder),
                           option, str(tmp_path / "file")]) == 2

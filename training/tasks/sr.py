@@ -1,7 +1,7 @@
 """Super-resolution x2, x3, x4 (paper Sec. V, Table V).
 
 HR = modcrop(x, scale); LR = uint8(round(imresize(HR, 1/scale))) with MATLAB's antialiased
-bicubic (`pnen_tf.imresize`), rounded as a saved LR file would be. An 'lr' model (RDN) gets
+bicubic (`pnen_tf.apps.imresize`), rounded as a saved LR file would be. An 'lr' model (RDN) gets
 LR, an 'upsampled' one (MemNet) imresize(LR, scale) unrounded; the target is HR. The same
 pair serves training, validation and evaluation. Measured on the Y of BT.601 YCbCr with
 `scale` pixels shaved; the baseline is bicubic upscaling of LR.
@@ -9,7 +9,7 @@ pair serves training, validation and evaluation. Measured on the Y of BT.601 YCb
 
 import numpy as np
 
-from pnen_tf.imresize import imresize, modcrop
+from pnen_tf.apps.imresize import imresize, modcrop
 from training.tasks.base import Task
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pnen_tf import cli, image_io
+from pnen_tf import image_io
+from pnen_tf.apps import cli
 from pnen_tf.metrics import calculate_psnr
 from pnen_tf.model_info import ModelInfo
 from training import evaluate, fit

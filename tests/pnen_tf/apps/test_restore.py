@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pnen_tf import cli, restore, saving
+from pnen_tf import saving
+from pnen_tf.apps import cli, restore
 from pnen_tf.image_io import read_image, to_integers, write_image
-from pnen_tf.imresize import imresize
+from pnen_tf.apps.imresize import imresize
 from pnen_tf.metrics import rgb_to_ycbcr
 from pnen_tf.models import build
-from pnen_tf.restore import Restorer, RestoreError, load_restorer
+from pnen_tf.apps.restore import Restorer, RestoreError, load_restorer
 
 RDN_X2 = {"model": "rdn", "task": "sr", "scale": 2, "in_channels": 3, "input": "lr"}
 GRAY = {"in_channels": 1, "scale": 1, "input": "same"}

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pnen_tf.imresize import imresize, modcrop, resize_weights
+from pnen_tf.apps.imresize import imresize, modcrop, resize_weights
 
 
 def test_upscale_weights_match_hand_computed_matlab_contributions():
@@ -98,7 +98,7 @@ def test_bad_arguments_are_named():
 
 
 def test_docstring_examples_run():
-    import pnen_tf.imresize as module
+    import pnen_tf.apps.imresize as module
 
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from pnen_tf._outputs import (OutputError, name_preferences, output_folder,
-                              refuse_overwriting_inputs, unique_names)
+from pnen_tf.apps._outputs import (OutputError, name_preferences, output_folder,
+                                   refuse_overwriting_inputs, unique_names)
 
 
 def test_unique_names_reserve_suffixes_and_ignore_case():

@@ -1,4 +1,4 @@
-"""Restore whole images with a trained model: `pnen-tf restore` / `python -m pnen_tf.restore`.
+"""Restore whole images with a trained model: `pnen-tf restore`, `python -m pnen_tf.apps.restore`.
 
 Whole images, never tiles: the pyramid non-local attention sees the entire picture. Any mode
 goes in (gray, RGB, RGBA, 16-bit PNG, EXIF-rotated JPEG) and comes out as PNG of the same
@@ -24,9 +24,9 @@ import sys
 import numpy as np
 
 from pnen_tf import image_io
-from pnen_tf._outputs import (OutputError, name_preferences, output_folder,
-                              refuse_overwriting_inputs, unique_names)
-from pnen_tf.imresize import imresize
+from pnen_tf.apps._outputs import (OutputError, name_preferences, output_folder,
+                                   refuse_overwriting_inputs, unique_names)
+from pnen_tf.apps.imresize import imresize
 from pnen_tf.metrics import rgb_to_ycbcr, ycbcr_to_rgb
 from pnen_tf.model_info import ModelInfo
 
@@ -305,7 +305,7 @@ def _restore_all(args, files, targets):
 
 
 def main(argv=None):
-    from pnen_tf import cli
+    from pnen_tf.apps import cli
 
     return cli.main(["restore", *(sys.argv[1:] if argv is None else argv)])
 

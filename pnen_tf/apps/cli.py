@@ -18,7 +18,7 @@ import sys
 
 COMMANDS = {
     "fit": ("training.fit", "train PNEN / MemNet / RDN for smoothing, denoising or SR"),
-    "restore": ("pnen_tf.restore", "restore images (file, folder or glob) with a trained model"),
+    "restore": ("pnen_tf.apps.restore", "restore images (file, folder or glob) with a trained model"),
     "evaluate": ("training.evaluate", "PSNR/SSIM of a model or baseline on benchmark folders"),
     "export-savedmodel": ("export.saved_model", "export a .keras model as a TF Serving SavedModel (DIR/NAME/VERSION)"),
     "export-onnx": ("export.onnx", "convert a .keras model to ONNX and check it with onnxruntime"),
