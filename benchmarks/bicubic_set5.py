@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pnen_tf import image_io  # noqa: E402
-from pnen_tf.imresize import imresize, modcrop  # noqa: E402
+from pnen_tf.apps.imresize import imresize, modcrop  # noqa: E402
 from pnen_tf.metrics import calculate_psnr, calculate_ssim, rgb_to_ycbcr  # noqa: E402
 from training import evaluate  # noqa: E402
 

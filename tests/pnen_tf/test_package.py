@@ -62,9 +62,8 @@ def test_import_pnen_tf_is_enough_for_plain_keras_to_load_our_layers(backend, tm
                                rtol=1e-4, atol=1e-5)
 
 
-# The one module of the library's folder that is not the library: a re-export of
-# `pnen_tf.apps.imresize` kept for a benchmark.
-NOT_LIBRARY = ("pnen_tf.apps", "pnen_tf.imresize")
+# The applications inside the library's folder.
+NOT_LIBRARY = ("pnen_tf.apps",)
 IMPORT_THE_LIBRARY = textwrap.dedent("""
     import importlib, sys
     for name in sys.argv[1:]:
