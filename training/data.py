@@ -38,6 +38,11 @@ def list_folder(folder):
     return paths
 
 
+def folder_list(value):
+    """config.json's --data / --val as a list: None, one folder (a string) or several."""
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
 def list_folders(folders):
     """The image files of each folder (one list per folder, in the order given)."""
     real = [os.path.realpath(folder) for folder in folders]

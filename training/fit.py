@@ -20,11 +20,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 log = logging.getLogger("training")
 
 
-def _folders(value):
-    """config.json's --data / --val: None, one folder (a string) or a list of folders."""
-    return [] if value is None else [value] if isinstance(value, str) else list(value)
-
-
 def _prepare_data(config):
     """Training pairs and validation groups for the configuration (`training.data`).
 
@@ -35,10 +30,10 @@ def _prepare_data(config):
     from training.tasks import configure
 
     min_side = config["patch"]
-    val_folders = _folders(config["val"])
+    val_folders = data.folder_list(config["val"])
     val_paths = sum(data.list_folders(val_folders), []) if val_folders else None
     if config["data"]:
-        per_folder = data.list_folders(_folders(config["data"]))
+        per_folder = data.list_folders(data.folder_list(config["data"]))
         train_paths = sum(per_folder, [])
         if val_paths is None:
             train_paths, val_paths = data.hold_out(per_folder)

@@ -66,10 +66,9 @@ def training_data(config):
     """(description, sources) of the run's training images and its held-out split."""
     from training import data
 
-    folders = [config["data"]] if isinstance(config["data"], str) else list(config["data"])
-    per_folder = data.list_folders(folders)
+    per_folder = data.list_folders(data.folder_list(config["data"]))
     if config.get("val"):
-        train, held, how = sum(per_folder, []), None, "validated on --val"
+        train, how = sum(per_folder, []), "validated on --val"
     else:
         train, held = data.hold_out(per_folder)
         how = f"{len(held)} held out for validation"
@@ -124,27 +123,26 @@ def architecture(info, model):
 def make_card(run, name, command, benchmarks, notes=None):
     """The card of run's best.keras as preset `name` (the model file must already be in
     place: measuring loads it by name)."""
-    from pnen_tf.model_info import ModelInfo
     from pnen_tf.models import from_preset
     from pnen_tf.models.presets import PRESETS
     from training.presets import measure_check
 
     with open(os.path.join(run, "config.json")) as file:
         config = json.load(file)
-    model = from_preset(name)
-    info = ModelInfo.read(os.path.join(run, "best.keras"))
+    model = from_preset(name)  # the run's best.keras, copied in; its facts attached
     rows = read_log(run)
     best = best_epoch(rows)
     used = [r for r in rows if r["epoch"] <= best["epoch"]]
     data_text, sources = training_data(config)
-    results, baselines = measure_sets(name, PRESETS[name], benchmarks)
+    # The check image first: one image decides a refusal before the benchmark sets run.
     check, base = measure_check(name)
     margin = math.floor((check - base - CHECK_SLACK) * 10) / 10
     if margin <= 0:
         raise ValueError(f"{name}: {check:.2f} dB on the check image against the baseline's "
                          f"{base:.2f}: it does not beat its baseline; not shipped")
+    results, baselines = measure_sets(name, PRESETS[name], benchmarks)
     card = {
-        "architecture": architecture(info, model),
+        "architecture": architecture(model.pnen_tf_info, model),
         "parameters": int(sum(math.prod(w.shape) for w in model.trainable_weights)),
         "training_data": data_text, "training_data_source": sources,
         "training_command": command, "steps": best["step"],
