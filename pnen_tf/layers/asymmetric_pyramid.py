@@ -6,6 +6,7 @@ from keras import layers, ops
 
 from pnen_tf.layers._validation import check_feature_map
 from pnen_tf.layers.attention import nonlocal_attention
+from pnen_tf.layers.nonlocal_base import ResidualAttentionBlock
 
 POOL_SIZES = (1, 3, 6, 8)
 
@@ -35,7 +36,7 @@ def _bin_weights(length, size, dtype):
 
 
 @keras.saving.register_keras_serializable(package="pnen_tf")
-class AsymmetricPyramidNonLocalBlock(layers.Layer):
+class AsymmetricPyramidNonLocalBlock(ResidualAttentionBlock):
     """APNB: full-resolution queries attend to keys and values pooled to a few small grids.
 
     As the authors' code builds it (MendelXu/ANN, `models/seg/utils/apnb.py`):
@@ -90,7 +91,7 @@ class AsymmetricPyramidNonLocalBlock(layers.Layer):
     """
 
     def __init__(self, key_channels=None, value_channels=None, pool_sizes=POOL_SIZES,
-                 memory_budget_mb=64, query_chunk=None, key_block=None, **kwargs):
+                 **kwargs):
         super().__init__(**kwargs)
         pool_sizes = tuple(int(s) for s in pool_sizes)
         if not pool_sizes or any(s < 1 for s in pool_sizes):
@@ -99,9 +100,6 @@ class AsymmetricPyramidNonLocalBlock(layers.Layer):
         self.key_channels = key_channels
         self.value_channels = value_channels
         self.pool_sizes = pool_sizes
-        self.memory_budget_mb = memory_budget_mb
-        self.query_chunk = query_chunk
-        self.key_block = key_block
 
     def build(self, input_shape):
         channels = check_feature_map(self, input_shape)
@@ -134,20 +132,11 @@ class AsymmetricPyramidNonLocalBlock(layers.Layer):
         query = embedded * self.query_key_conv.filters ** -0.5
         attended = nonlocal_attention(
             query, self.pyramid(embedded), self.value_conv(self.pyramid(inputs)),
-            memory_budget_mb=self.memory_budget_mb, query_chunk=self.query_chunk,
-            key_block=self.key_block, sequential=bool(training),
+            **self.tiling, sequential=bool(training),
         )
         context = self.output_conv(attended)
         return inputs + self.fusion_conv(ops.concatenate([context, inputs], axis=-1))
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            key_channels=self.key_channels, value_channels=self.value_channels,
-            pool_sizes=list(self.pool_sizes), memory_budget_mb=self.memory_budget_mb,
-            query_chunk=self.query_chunk, key_block=self.key_block,
-        )
-        return config
+        return {**super().get_config(), "key_channels": self.key_channels,
+                "value_channels": self.value_channels, "pool_sizes": list(self.pool_sizes)}

@@ -25,10 +25,8 @@ class NonLocalBlock(NonLocalBase):
         variant: "official" or "classic".
         inner_channels: theta/phi width (default C/2); value_channels: g width (default C for
             "official", C/2 for "classic").
-        memory_budget_mb, query_chunk, key_block, attention_dtype, flash_attention: see
-            `nonlocal_attention`.
-        rematerialize: in training, recompute each branch in the backward pass instead of
-            storing its maps (default True; False is faster and needs more memory).
+        memory_budget_mb, query_chunk, key_block, attention_dtype, flash_attention,
+            rematerialize: as for `PyramidNonLocalBlock`.
 
     Example:
 

@@ -37,7 +37,31 @@ def pad_same(x, kernel, stride):
     return ops.pad(x, pads + [[0, 0]])
 
 
-class NonLocalBase(layers.Layer):
+class ResidualAttentionBlock(layers.Layer):
+    """What every non-local block shares: the tiling options it hands to `nonlocal_attention`
+    (`memory_budget_mb`, `query_chunk`, `key_block`: see there) and a residual output of the
+    input's shape."""
+
+    def __init__(self, memory_budget_mb=64, query_chunk=None, key_block=None, **kwargs):
+        super().__init__(**kwargs)
+        self.memory_budget_mb = memory_budget_mb
+        self.query_chunk = query_chunk
+        self.key_block = key_block
+
+    @property
+    def tiling(self):
+        """The tiling options, as `nonlocal_attention` keywords."""
+        return dict(memory_budget_mb=self.memory_budget_mb, query_chunk=self.query_chunk,
+                    key_block=self.key_block)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), **self.tiling}
+
+
+class NonLocalBase(ResidualAttentionBlock):
     """Base class; subclasses implement `branch_specs(channels)`.
 
     `branch_specs` returns a list of dicts, one per branch, with keys `query` (1x1 query channels,
@@ -45,15 +69,11 @@ class NonLocalBase(layers.Layer):
     kernel size) and `stride`.
     """
 
-    def __init__(self, memory_budget_mb=64, query_chunk=None, key_block=None,
-                 attention_dtype=None, rematerialize=True, flash_attention=False, **kwargs):
+    def __init__(self, attention_dtype=None, rematerialize=True, flash_attention=False, **kwargs):
         super().__init__(**kwargs)
         if attention_dtype not in (None, "bfloat16", "float32"):
             raise ValueError(f"{type(self).__name__}: attention_dtype must be None, 'float32' or "
                              f"'bfloat16', got {attention_dtype!r}")
-        self.memory_budget_mb = memory_budget_mb
-        self.query_chunk = query_chunk
-        self.key_block = key_block
         self.attention_dtype = attention_dtype
         self.rematerialize = bool(rematerialize)
         self.flash_attention = bool(flash_attention)
@@ -153,9 +173,8 @@ class NonLocalBase(layers.Layer):
         if key_conv.strides[0] > 1:
             inputs = pad_same(inputs, key_conv.kernel_size[0], key_conv.strides[0])
         enhanced = nonlocal_attention(
-            query, key_conv(inputs), value_conv(inputs),
-            memory_budget_mb=self.memory_budget_mb, query_chunk=self.query_chunk,
-            key_block=self.key_block, attention_dtype=self.attention_dtype, sequential=sequential,
+            query, key_conv(inputs), value_conv(inputs), **self.tiling,
+            attention_dtype=self.attention_dtype, sequential=sequential,
             flash_attention=self.flash_attention,
         )
         return self._project(enhanced, index)
@@ -166,14 +185,6 @@ class NonLocalBase(layers.Layer):
         kernel = self.output_conv.kernel[:, :, start:start + self.value_convs[index].filters, :]
         return self.output_conv.convolution_op(enhanced, ops.cast(kernel, enhanced.dtype))
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            memory_budget_mb=self.memory_budget_mb, query_chunk=self.query_chunk,
-            key_block=self.key_block, attention_dtype=self.attention_dtype,
-            rematerialize=self.rematerialize, flash_attention=self.flash_attention,
-        )
-        return config
+        return {**super().get_config(), "attention_dtype": self.attention_dtype,
+                "rematerialize": self.rematerialize, "flash_attention": self.flash_attention}

@@ -101,35 +101,19 @@ def test_grpc_responses_are_parsed():
 
 
 def _rest_server(signatures, seen_paths):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            seen_paths.append(self.path)
-            if not re.fullmatch(rf"/v1/models/{MODEL}(/versions/\d+)?:predict", self.path):
-                return self._answer(404, {"error": f"Servable not found for request: {self.path}"})
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            signature = body.get("signature_name", "serving_default")
-            if signature == "restore_image":
-                data = [base64.b64decode(item["b64"]) for item in body["instances"]]
-                pngs = signatures[signature](image_bytes=tf.constant(data))["png_bytes"].numpy()
-                predictions = [{"b64": base64.b64encode(png).decode()} for png in pngs]
-            else:
-                images = tf.constant(body["instances"], tf.float32)
-                predictions = signatures[signature](images=images)["restored"].numpy().tolist()
-            self._answer(200, {"predictions": predictions})
+    def answer(path, body):
+        seen_paths.append(path)
+        if not re.fullmatch(rf"/v1/models/{MODEL}(/versions/\d+)?:predict", path):
+            return 404, json.dumps({"error": f"Servable not found for request: {path}"}).encode()
+        signature = body.get("signature_name", "serving_default")
+        if signature == "restore_image":
+            data = [base64.b64decode(item["b64"]) for item in body["instances"]]
+            pngs = signatures[signature](image_bytes=tf.constant(data))["png_bytes"].numpy()
+            return _predictions(*[_b64(png) for png in pngs])
+        images = tf.constant(body["instances"], tf.float32)
+        return _predictions(*signatures[signature](images=images)["restored"].numpy().tolist())
 
-        def _answer(self, status, payload):
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("localhost", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _answering(answer, host="localhost")
     return server, server.server_address[1]
 
 
@@ -285,14 +269,16 @@ def test_docs_rest_examples_work(rest_stand_in, serving_docs_block, docs_env, tm
 # --- The client does not trust the server (issue 15) ----------------------------------------
 
 
-def _answering(answer):
-    """A REST stand-in whose every POST gets `answer(request_json)` -> (status, body bytes)."""
+def _answering(answer, host="127.0.0.1"):
+    """A REST stand-in whose every POST gets `answer(path, request_json)` -> (status, body
+    bytes)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            status, body = answer(request)
+            status, body = answer(self.path, request)
             self.send_response(status)
+            self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -300,7 +286,7 @@ def _answering(answer):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer((host, 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -333,7 +319,7 @@ def noisy(tmp_path):
 ])
 def test_a_bad_reply_is_one_line_naming_the_server_and_writes_nothing(noisy, tmp_path, capsys,
                                                                      answer, problem):
-    server = _answering(answer)
+    server = _answering(lambda path, request: answer(request))
     port = server.server_address[1]
     try:
         status = serving.main([str(noisy), str(tmp_path / "restored.png"), "--model", MODEL,
@@ -362,7 +348,7 @@ def _with_non_finite():
     (np.full((2, 3, 4, 3), 0.5), None, "returned 2 results for 1 images"),
 ])
 def test_float_replies_are_checked(reply, scale, problem):
-    server = _answering(lambda r: _predictions(*reply.tolist()))
+    server = _answering(lambda path, r: _predictions(*reply.tolist()))
     client = serving.ServingClient("127.0.0.1", server.server_address[1], model=MODEL, scale=scale)
     try:
         with pytest.raises(ValueError, match=re.escape(problem)) as info:
@@ -373,7 +359,7 @@ def test_float_replies_are_checked(reply, scale, problem):
 
 
 def test_a_finite_reply_at_a_whole_multiple_of_the_size_is_accepted():
-    server = _answering(lambda r: _predictions(*np.full((1, 6, 8, 3), 0.25).tolist()))
+    server = _answering(lambda path, r: _predictions(*np.full((1, 6, 8, 3), 0.25).tolist()))
     client = serving.ServingClient("127.0.0.1", server.server_address[1], model=MODEL)
     try:
         restored = client.restore_array(np.zeros((1, 3, 4, 3), np.float32))
