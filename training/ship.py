@@ -10,7 +10,8 @@ whose every figure is measured or read here, not typed in:
 
 - parameters, architecture: counted on / read from the model file;
 - steps, cpu_hours, validation_curve: the run's `log.csv`, up to the epoch that wrote
-  `best.keras` (`cpu_hours` is the wall-clock time of those epochs);
+  `best.keras` (`cpu_hours` is the wall-clock time of those epochs), preceded by the same of
+  the run whose `best.keras` its `--init` named, if any (a fine-tuning's first phase), and so on;
 - results and baseline_results: `training.evaluate` of the model and of its task's baseline
   on each public set that the preset's targets name (Set5, Set12; the blind denoiser at each
   target sigma), measured once, here;
@@ -60,6 +61,41 @@ def best_epoch(rows):
     """The row whose validation PSNR was best: the epoch that wrote best.keras (the first of
     equal ones, as `training.fit` keeps a model only when it strictly improves)."""
     return max(rows, key=lambda row: (row["val_psnr"], -row["epoch"]))
+
+
+def lineage(run):
+    """The run folders whose epochs trained `run`'s best.keras, earliest first: `run`,
+    preceded by the run whose `best.keras` its `--init` named (if that folder has a log), and
+    so on."""
+    runs = [run]
+    while True:
+        with open(os.path.join(runs[0], "config.json")) as file:
+            init = json.load(file).get("init")
+        parent = os.path.dirname(init) if init else None
+        if (not init or os.path.basename(init) != "best.keras"
+                or not os.path.isfile(os.path.join(parent, "log.csv"))
+                or any(os.path.samefile(parent, r) for r in runs)):
+            return runs
+        runs.insert(0, parent)
+
+
+def training_path(run):
+    """(rows, best): the epochs that trained `run`'s best.keras over its whole lineage, each
+    phase up to its best epoch but the last, which is shown whole, with `epoch` and `step`
+    counted from the first phase's start and `phase` numbering the runs; and the last phase's
+    best row, renumbered the same way."""
+    path, epochs, steps = [], 0, 0
+    runs = lineage(run)
+    for phase, folder in enumerate(runs, 1):
+        rows = read_log(folder)
+        best = best_epoch(rows)
+        if folder is not runs[-1]:
+            rows = [r for r in rows if r["epoch"] <= best["epoch"]]
+        path += [{**r, "phase": phase, "epoch": r["epoch"] + epochs, "step": r["step"] + steps}
+                 for r in rows]
+        best = {**best, "epoch": best["epoch"] + epochs, "step": best["step"] + steps}
+        epochs, steps = best["epoch"], best["step"]
+    return path, best
 
 
 def training_data(config):
@@ -130,8 +166,7 @@ def make_card(run, name, command, benchmarks, notes=None):
     with open(os.path.join(run, "config.json")) as file:
         config = json.load(file)
     model = from_preset(name)  # the run's best.keras, copied in; its facts attached
-    rows = read_log(run)
-    best = best_epoch(rows)
+    rows, best = training_path(run)
     used = [r for r in rows if r["epoch"] <= best["epoch"]]
     data_text, sources = training_data(config)
     # The check image first: one image decides a refusal before the benchmark sets run.
@@ -149,7 +184,7 @@ def make_card(run, name, command, benchmarks, notes=None):
         "cpu_hours": round(sum(r["seconds"] for r in used) / 3600, 2),
         "results": results, "baseline_results": baselines,
         "check": {"margin_db": margin, "measured_db": round(check - base, 3)},
-        "validation_curve": [{k: round(r[k], 4) for k in ("epoch", "step", "val_psnr",
+        "validation_curve": [{k: round(r[k], 4) for k in ("phase", "epoch", "step", "val_psnr",
                                                            "val_ssim", "baseline_psnr")}
                              for r in rows],
         "hardware": _cpu(),

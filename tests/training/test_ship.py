@@ -21,19 +21,19 @@ NAME = "denoise-gray-s30"
 LOG = [(1, 200, 20.0, 3600.0), (2, 400, 22.5, 1800.0), (3, 600, 21.0, 900.0)]
 
 
-def _run(root, kernel):
-    run = root / "run"
+def _run(root, kernel, name="run", log=LOG, init=None):
+    run = root / name
     os.makedirs(run)
     save_filter(run / "best.keras", kernel)
     train = root / "Train400"
     for i in range(3):
         write_image(str(train / f"{i}.png"), data.camera()[:40, 40 * i:40 * i + 40, None] / 255)
-    (run / "config.json").write_text(json.dumps({"data": str(train), "val": None}))
+    (run / "config.json").write_text(json.dumps({"data": str(train), "val": None, "init": init}))
     with open(run / "log.csv", "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["epoch", "step", "loss", "lr", "val_psnr", "val_ssim", "baseline_psnr",
                          "baseline_ssim", "seconds"])
-        for epoch, step, psnr, seconds in LOG:
+        for epoch, step, psnr, seconds in log:
             writer.writerow([epoch, step, 0.01, 1e-3, psnr, 0.7, 18.6, 0.3, seconds])
     return str(run)
 
@@ -80,3 +80,21 @@ def test_a_model_that_loses_to_its_baseline_is_not_shipped_and_nothing_is_replac
     assert ship.main([*argv, "--replace"]) == 2
     assert (folder / f"{NAME}.keras").read_bytes() == b"shipped before"
     assert not (folder / f"{NAME}.json").exists()
+
+
+def test_a_fine_tuned_run_counts_the_run_it_started_from(tmp_path, setup):
+    """Phase 2 (--init phase 1's best.keras) ships: the card counts phase 1 up to its best
+    epoch (2 of 3), then phase 2 up to its own best, on one axis of epochs and steps."""
+    folder, bench = setup
+    first = _run(tmp_path, BOX)
+    second = _run(tmp_path, BOX, name="run-ft", init=os.path.join(first, "best.keras"),
+                  log=[(1, 100, 22.0, 600.0), (2, 200, 23.0, 600.0), (3, 300, 22.8, 600.0)])
+    assert ship.lineage(second) == [first, second]
+    assert ship.main([second, NAME, "--command", "c", "--benchmarks", bench]) == 0
+    card = json.loads((folder / f"{NAME}.json").read_text())
+    assert card["steps"] == 400 + 200
+    assert card["cpu_hours"] == round((3600 + 1800 + 600 + 600) / 3600, 2)
+    curve = card["validation_curve"]
+    assert [(p["phase"], p["epoch"], p["step"], p["val_psnr"]) for p in curve] == [
+        (1, 1, 200, 20.0), (1, 2, 400, 22.5), (2, 3, 500, 22.0), (2, 4, 600, 23.0),
+        (2, 5, 700, 22.8)]
