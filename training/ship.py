@@ -89,7 +89,7 @@ def training_path(run):
     for phase, folder in enumerate(runs, 1):
         rows = read_log(folder)
         best = best_epoch(rows)
-        if folder is not runs[-1]:
+        if phase < len(runs):
             rows = [r for r in rows if r["epoch"] <= best["epoch"]]
         path += [{**r, "phase": phase, "epoch": r["epoch"] + epochs, "step": r["step"] + steps}
                  for r in rows]
