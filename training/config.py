@@ -59,7 +59,8 @@ def parser():
     a("--val", nargs="+", metavar="DIR",
       help="folder(s) of validation images (default: the last 1/20 of each --data folder)")
     a("--val-crop", type=int, help="validate on central crops of this side; 0 = whole "
-                                   "images (paper: 0; quick: 256)")
+                                   "images (paper: 0; quick: 256). A smoothing target is the "
+                                   "whole image's, cropped")
     a("--preset", choices=("auto", "quick", "paper"), default="auto",
       help="defaults for the flags below: auto = quick without --data, paper with --data")
     a("--channels", type=int, help="feature width (paper: 64; quick: 32)")

@@ -108,11 +108,13 @@ def center_crop(images, size):
     Non-local attention is quadratic in the image area, so whole-image validation of a
     non-local model is slow on a CPU; `--val-crop` trades coverage for time.
     """
-    cropped = []
-    for path, image in images:
-        top, left = max(0, (image.shape[0] - size) // 2), max(0, (image.shape[1] - size) // 2)
-        cropped.append((path, image[top:top + size, left:left + size]))
-    return cropped
+    return [(path, center_crop_array(image, size)) for path, image in images]
+
+
+def center_crop_array(image, size):
+    """The central `size` x `size` window of an [H, W, ...] array (all of a smaller side)."""
+    top, left = max(0, (image.shape[0] - size) // 2), max(0, (image.shape[1] - size) // 2)
+    return image[top:top + size, left:left + size]
 
 
 def _crop(pair, patch, ratio, rng):

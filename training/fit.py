@@ -47,9 +47,8 @@ def _prepare_data(config):
                                 config["input"], config["target_cache"])
     # Validation images only need to survive the SR shave and SSIM's 11x11 window.
     val_images = data.load_images(val_paths, config["in_channels"], 11 + 2 * config["scale"])
-    if config["val_crop"]:
-        val_images = data.center_crop(val_images, config["val_crop"])
-    val_pairs = task.training_pairs(val_images, config["input"], config["target_cache"])
+    val_pairs = task.validation_pairs(val_images, config["input"], config["val_crop"],
+                                      config["target_cache"])
     return train, [(sigma, data.validation_set(val_pairs, task=task, convention=config["input"],
                                                level=sigma, seed=config["seed"]))
                    for sigma in task.validation_levels()]

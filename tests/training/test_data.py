@@ -166,3 +166,29 @@ def test_smoothing_pairs_come_from_the_target_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(smoothing, "smooth_target", lambda *a: pytest.fail("recomputed"))
     again = _task("smooth", filter="l0").training_pairs(images, "same", str(tmp_path))
     np.testing.assert_array_equal(again[1][1], pairs[1][1])
+
+
+def test_validation_crops_a_smoothing_target_of_the_whole_image(tmp_path):
+    from training import smoothing
+
+    # Blocks with noise: L0 smoothing flattens them, and how much depends on the whole image.
+    rng = np.random.default_rng(3)
+    image = np.kron(rng.integers(0, 256, (6, 7, 3)), np.ones((8, 8, 1)))
+    image = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
+    (inp, target), = _task("smooth", filter="l0").validation_pairs(
+        [("a", image)], "same", crop=20, cache_root=str(tmp_path))
+    whole = smoothing.smooth_target(image, "l0")
+    np.testing.assert_array_equal(inp, image[14:34, 18:38])
+    np.testing.assert_array_equal(target, whole[14:34, 18:38])
+    # The filter run on the crop alone gives another target: the reason for the order.
+    assert np.abs(smoothing.smooth_target(inp.copy(), "l0").astype(int) - target).max() > 0
+    (uncropped, _), = _task("smooth", filter="l0").validation_pairs(
+        [("a", image)], "same", cache_root=str(tmp_path))
+    assert uncropped is image
+
+
+def test_validation_crops_before_degrading_elsewhere():
+    image = np.random.default_rng(4).integers(0, 256, (33, 40, 1), dtype=np.uint8)
+    (inp, target), = _task("sr", scale=3).validation_pairs([("a", image)], "lr", crop=24)
+    np.testing.assert_array_equal(target, image[4:28, 8:32])
+    assert inp.shape == (8, 8, 1)  # the LR of the crop

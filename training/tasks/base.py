@@ -18,6 +18,8 @@ config.json dict, or `training.evaluate`'s arguments).
 
 import numpy as np
 
+from training import data
+
 
 class Task:
     """Base of the tasks: a same-size task whose baseline is its input, measured on all
@@ -112,6 +114,15 @@ class Task:
         """(input, target) uint8 pairs of whole images (path, image) for the training stream
         and validation; per-patch randomness comes later (`train_input`)."""
         return [(image, image) for _, image in images]
+
+    def validation_pairs(self, images, convention, crop=0, cache_root=None):
+        """The validation images' pairs, of their central `crop`-side windows (0: whole).
+
+        The images are cropped before their pairs are made: a degradation acts locally, so a
+        crop's pair is the pair's crop (and an LR input is made from the crop itself).
+        """
+        return self.training_pairs(data.center_crop(images, crop) if crop else images, convention,
+                                   cache_root)
 
     def train_input(self, inp, element_seed):
         """A training patch's input (float32 tensor) for the stream element `element_seed`."""

@@ -7,6 +7,7 @@ baseline is the unfiltered image ('identity').
 """
 
 from pnen_tf import image_io
+from training import data
 from training.tasks.base import Task
 
 FILTERS = ("l0", "wmf", "sd")
@@ -36,6 +37,14 @@ class Smoothing(Task):
                                          self.settings["filter"], cache_root)
         return [(image, image_io.to_integers(image_io.read_image(path).pixels)
                  .reshape(image.shape)) for (_, image), path in zip(images, paths)]
+
+    def validation_pairs(self, images, convention, crop=0, cache_root=None):
+        """Pairs of whole images, then cropped: an edge-preserving filter is not local (L0 and
+        the SD filter solve for the whole image), so a crop's target would differ from the
+        crop of the image's target, which training and the benchmark's protocol use."""
+        pairs = self.training_pairs(images, convention, cache_root)
+        return [(data.center_crop_array(inp, crop), data.center_crop_array(target, crop))
+                for inp, target in pairs] if crop else pairs
 
     def evaluation_pair(self, path, truth):
         from training.smoothing import smooth_target
