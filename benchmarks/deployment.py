@@ -120,11 +120,13 @@ def _keras(payload, image):
 def _onnxruntime(payload, image):
     import onnxruntime
 
+    from export.onnx import onnxruntime_session
+
     options = onnxruntime.SessionOptions()
     if payload["profile"]:
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(payload["dir"], "ort-profile")
-    session = onnxruntime.InferenceSession(payload["onnx"], options, providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(payload["onnx"], options)
     name = session.get_inputs()[0].name
 
     def run(image):

@@ -161,11 +161,29 @@ def _attention_options(blocks, **options):
                 setattr(block, name, value)
 
 
-def max_abs_error(onnx_path, images, expected):
-    """Largest absolute difference between onnxruntime's output for `images` and `expected`."""
+def onnxruntime_session(onnx_path, options=None):
+    """An onnxruntime CPU session of `onnx_path` whose threads flush denormal floats to zero.
+
+    The attention's softmax gives probabilities below float32's normal range (a logit more
+    than 87 below its row's largest), which the product with the values then reads; a CPU
+    takes many times longer per denormal operand. TensorFlow flushes them in its threads,
+    onnxruntime only with `session.set_denormal_as_zero`: PNEN then runs twice as fast, with
+    the same output to 1e-38 (BENCHMARKS.md, section 6).
+
+    Args:
+        onnx_path: the `.onnx` file.
+        options: an `onnxruntime.SessionOptions` to start from (e.g. with profiling on).
+    """
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    options = options or onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return onnxruntime.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+
+
+def max_abs_error(onnx_path, images, expected):
+    """Largest absolute difference between onnxruntime's output for `images` and `expected`."""
+    session = onnxruntime_session(onnx_path)
     (restored,) = session.run(None, {session.get_inputs()[0].name: images})
     return float(np.max(np.abs(restored - expected)))
 

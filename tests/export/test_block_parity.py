@@ -8,11 +8,11 @@ The tiles are forced small so that the sizes stay quick and still run the loops'
 """
 
 import numpy as np
-import onnxruntime
 import pytest
 import tensorflow as tf
 
 import keras
+from export.onnx import onnxruntime_session
 from pnen_tf.layers import NonLocalBlock, PyramidNonLocalBlock
 
 TILES = {"query_chunk": 64, "key_block": 15}
@@ -36,7 +36,7 @@ def exported(request, tmp_path_factory):
     spec = [tf.TensorSpec([None, None, None, 8], tf.float32)]
     model.export(str(directory / "block.onnx"), format="onnx", input_signature=spec, verbose=False)
     model.export(str(directory / "saved"), format="tf_saved_model", input_signature=spec, verbose=False)
-    session = onnxruntime.InferenceSession(str(directory / "block.onnx"), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(str(directory / "block.onnx"))
     return model, session, tf.saved_model.load(str(directory / "saved"))
 
 

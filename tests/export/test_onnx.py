@@ -13,7 +13,8 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from export import read_export_info
-from export.onnx import DEFAULT_OPSET, MULTI_TILE, MULTI_TILE_PROBE, PROBE_SIZES, export_onnx, main
+from export.onnx import (DEFAULT_OPSET, MULTI_TILE, MULTI_TILE_PROBE, PROBE_SIZES, export_onnx, main,
+                         onnxruntime_session)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXPECTED_OPSET = {"pnen": DEFAULT_OPSET, "memnet_sr": 17}
@@ -131,3 +132,16 @@ def test_docs_onnxruntime_example_works(onnx_files, serving_docs_block, docs_env
     code = serving_docs_block("onnxruntime.InferenceSession")
     subprocess.run(["python", "-c", code], cwd=tmp_path, env=docs_env, check=True)
     assert np.asarray(Image.open(tmp_path / "restored.png")).shape == (11, 14, 3)
+
+
+def test_onnxruntime_session_flushes_denormals_and_keeps_the_output(onnx_files):
+    import onnxruntime
+
+    path = onnx_files["pnen"][0]
+    session = onnxruntime_session(path)
+    entry = session.get_session_options().get_session_config_entry("session.set_denormal_as_zero")
+    assert entry == "1"
+    plain = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(5).uniform(size=(1, 37, 45, 3)).astype(np.float32)
+    (flushed,), (kept,) = (s.run(None, {"images": images}) for s in (session, plain))
+    np.testing.assert_allclose(flushed, kept, rtol=0, atol=1e-6)

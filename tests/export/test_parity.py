@@ -6,9 +6,9 @@ always tile, so every comparison also checks tiled against direct or tiled again
 """
 
 import numpy as np
-import onnxruntime
 import tensorflow as tf
 
+from export.onnx import onnxruntime_session
 from pnen_tf.layers import plan_tiles
 
 ATOL = 1e-4
@@ -25,7 +25,7 @@ def test_keras_savedmodel_and_onnxruntime_agree(
     images = _images(tiny, parity_size)
     expected = np.asarray(tiny.model(images))
     served = loaded_signatures[model_name]["serving_default"](images=tf.constant(images))["restored"]
-    session = onnxruntime.InferenceSession(onnx_files[model_name][0], providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(onnx_files[model_name][0])
     (converted,) = session.run(None, {"images": images})
 
     assert expected.shape == served.shape == converted.shape == images.shape
