@@ -167,8 +167,8 @@ def onnxruntime_session(onnx_path, options=None):
     The attention's softmax gives probabilities below float32's normal range (a logit more
     than 87 below its row's largest), which the product with the values then reads; a CPU
     takes many times longer per denormal operand. TensorFlow flushes them in its threads,
-    onnxruntime only with `session.set_denormal_as_zero`: PNEN then runs twice as fast, with
-    the same output to 1e-38 (BENCHMARKS.md, section 6).
+    onnxruntime only with `session.set_denormal_as_zero`: PNEN then ran twice as fast, its
+    largest difference from Keras unchanged (BENCHMARKS.md, section 6).
 
     Args:
         onnx_path: the `.onnx` file.
