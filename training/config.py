@@ -10,6 +10,7 @@ Two presets fill the flags a user leaves out:
 """
 
 import argparse
+import inspect
 import os
 
 from pnen_tf.models import FAMILIES
@@ -86,6 +87,9 @@ def parser():
     a("--init", metavar="MODEL",
       help="start from the weights of this .keras file or preset (same architecture): "
            "fine-tune e.g. sr-x3 into x2/x4, or a sigma-50 denoiser into sigma 30")
+    a("--identity-start", action="store_true", default=None,
+      help="PNEN: start every exit's last convolution at zero, so the network starts at the "
+           "identity Y = X (smoothing targets are close to their input)")
     a("--strategy", choices=("auto", "mirrored", "multiworker", "one"), default="auto",
       help="auto: multi-worker if TF_CONFIG names a cluster, mirrored over several GPUs, "
            "else one device")
@@ -123,6 +127,12 @@ def resolve(args):
     config["input"] = family.input_convention(config["scale"])
     config["in_channels"] = family.default_in_channels(config["scale"])
     config["family_options"] = {k: config[k] for k in family.sizes if config.get(k) is not None}
+    if config["identity_start"]:
+        if "identity_start" not in inspect.signature(family.builder).parameters:
+            raise ValueError(f"--identity-start is a PNEN option; {family.title} has no exit nets")
+        if config["init"]:
+            raise ValueError("--identity-start and --init both set the starting weights; "
+                             "use one")
     for key in ("patch", "batch", "epochs", "steps_per_epoch", "channels"):
         if config[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {config[key]}")
@@ -158,6 +168,8 @@ def build_options(config, synchronized_bn=False):
         options["nonlocal_variant"] = config["nonlocal_variant"]
     if config.get("nonlocal_scales"):
         options["nonlocal_options"] = {"scales": tuple(config["nonlocal_scales"])}
+    if config.get("identity_start"):  # runs saved before the flag existed have no key
+        options["identity_start"] = True
     if synchronized_bn and FAMILIES[config["model"]].batch_norm:
         options["synchronized_bn"] = True
     return options

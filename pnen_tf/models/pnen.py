@@ -9,13 +9,17 @@ from pnen_tf.models.common import image_input, make_nonlocal
 
 def build_pnen(in_channels, channels=64, num_groups=3, nonlocal_block=None,
                nonlocal_variant=None, nonlocal_options=None, multi_output=False,
-               synchronized_bn=False):
+               synchronized_bn=False, identity_start=False):
     """PNEN: entry conv, M groups of DRB -> PNB (eq. 2), one exit net per group (eq. 3),
     Y_m = X + R_m and the learned fusion Y = sum_m w_m Y_m (eq. 4).
 
     With `multi_output=True` the model returns [Y, Y_1, ..., Y_M] for the multi-supervised loss
     of eq. (5); otherwise Y alone. Each exit net is conv-ReLU-conv-ReLU-conv (three convolutions,
     Section III-A). At the paper's width (64) the model has ~1.89M parameters.
+
+    With `identity_start=True` the last convolution of every exit net starts at zero, so
+    R_m = 0 and every Y_m = Y = X before training: the network starts at the identity, which
+    smoothing targets are close to, instead of at random residuals it must first unlearn.
     """
     image = image_input(in_channels)
     features = layers.Conv2D(channels, 3, padding="same", name="entry")(image)
@@ -27,7 +31,13 @@ def build_pnen(in_channels, channels=64, num_groups=3, nonlocal_block=None,
                                      f"{nonlocal_block}_{m}")(features)
         residual = layers.Conv2D(channels, 3, padding="same", activation="relu", name=f"exit_{m}_a")(features)
         residual = layers.Conv2D(channels, 3, padding="same", activation="relu", name=f"exit_{m}_b")(residual)
-        residual = layers.Conv2D(in_channels, 3, padding="same", name=f"exit_{m}_c")(residual)
+        last = layers.Conv2D(in_channels, 3, padding="same", name=f"exit_{m}_c")
+        residual = last(residual)
+        if identity_start:
+            # Zeroed after the random draw, not with a zeros initializer: every other layer
+            # then gets the same weights as without the option (same seed), an exact ablation.
+            for weight in last.weights:
+                weight.assign(keras.ops.zeros_like(weight))
         estimates.append(layers.Add(name=f"estimate_{m}")([image, residual]))
     output = WeightedSum(name="fusion")(estimates) if len(estimates) > 1 else estimates[0]
     outputs = [output] + estimates if multi_output else output

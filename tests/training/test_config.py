@@ -96,3 +96,15 @@ def test_nonlocal_scales_reach_the_pnb_and_need_it():
                   "--task smooth --nonlocal pnb --nonlocal-scales 0 2"):
         with pytest.raises(ValueError, match="--nonlocal-scales"):
             _resolve(flags)
+
+
+def test_identity_start_reaches_the_pnen_builder_only():
+    from training.config import build_options
+
+    config = _resolve("--task smooth --channels 8 --num-groups 1 --identity-start")
+    assert build_options(config)["identity_start"] is True
+    assert "identity_start" not in build_options(_resolve("--task smooth"))
+    with pytest.raises(ValueError, match="PNEN option"):
+        _resolve("--task denoise --identity-start")
+    with pytest.raises(ValueError, match="use one"):
+        _resolve("--task smooth --identity-start --init smooth-l0.keras")
