@@ -88,8 +88,8 @@ def parser():
       help="start from the weights of this .keras file or preset (same architecture): "
            "fine-tune e.g. sr-x3 into x2/x4, or a sigma-50 denoiser into sigma 30")
     a("--identity-start", action="store_true", default=None,
-      help="PNEN: start every exit's last convolution at zero, so the network starts at the "
-           "identity Y = X (smoothing targets are close to their input)")
+      help="PNEN: start the last convolution of every exit and non-local branch at zero, so "
+           "the network starts at the identity Y = X (smoothing targets are close to it)")
     a("--strategy", choices=("auto", "mirrored", "multiworker", "one"), default="auto",
       help="auto: multi-worker if TF_CONFIG names a cluster, mirrored over several GPUs, "
            "else one device")

@@ -137,6 +137,11 @@ class AsymmetricPyramidNonLocalBlock(ResidualAttentionBlock):
         context = self.output_conv(attended)
         return inputs + self.fusion_conv(ops.concatenate([context, inputs], axis=-1))
 
+    @property
+    def branch_end(self):
+        """The fusion convolution: the residual branch's last layer."""
+        return self.fusion_conv
+
     def get_config(self):
         return {**super().get_config(), "key_channels": self.key_channels,
                 "value_channels": self.value_channels, "pool_sizes": list(self.pool_sizes)}

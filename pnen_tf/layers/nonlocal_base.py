@@ -54,6 +54,17 @@ class ResidualAttentionBlock(layers.Layer):
         return dict(memory_budget_mb=self.memory_budget_mb, query_chunk=self.query_chunk,
                     key_block=self.key_block)
 
+    def start_as_identity(self):
+        """Zero the convolution that ends the residual branch (`branch_end`), so the built
+        block returns its input: how Wang et al. (2018) insert non-local blocks into a network.
+
+        At Glorot initialisation the attention logits of deep features are large (the softmax
+        is near one-hot) and a random branch perturbs every later layer; from zero the branch
+        grows as training finds it useful.
+        """
+        for weight in self.branch_end.weights:
+            weight.assign(ops.zeros_like(weight))
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
@@ -144,6 +155,11 @@ class NonLocalBase(ResidualAttentionBlock):
                 # (BENCHMARKS.md, section 2).
                 done = ops.stop_gradient(ops.cast(ops.min(total), "float32"))
         return total
+
+    @property
+    def branch_end(self):
+        """T (psi in the paper's PNB): the 1x1 convolution that ends the residual branch."""
+        return self.output_conv
 
     @property
     def branch_count(self):

@@ -5,7 +5,7 @@ import pytest
 import reference
 from harness import run_layer_test
 
-from pnen_tf.layers import NonLocalBlock, PyramidNonLocalBlock
+from pnen_tf.layers import AsymmetricPyramidNonLocalBlock, NonLocalBlock, PyramidNonLocalBlock
 
 RNG = np.random.default_rng(0)
 
@@ -137,3 +137,30 @@ def test_bad_options_are_rejected():
         NonLocalBlock(attention_dtype="float16")
     with pytest.raises(ValueError, match="kernel_sizes"):
         PyramidNonLocalBlock(scales=(2, 4), kernel_sizes=(3,))
+
+
+@pytest.mark.parametrize("block", [PyramidNonLocalBlock(), NonLocalBlock(),
+                                   AsymmetricPyramidNonLocalBlock(pool_sizes=(1, 3))],
+                         ids=["pnb", "nlb", "apnb"])
+def test_start_as_identity_returns_the_input_and_still_gets_a_gradient(block):
+    """The zeroed branch end passes the input through, and its own gradient is the attended
+    features (non-zero), so training grows the branch; the rest is untouched."""
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 11, 13, 8)).astype("float32"))
+    block(x)
+    before = {w.path: np.asarray(w) for w in block.weights}
+    block.start_as_identity()
+    with tf.GradientTape() as tape:
+        y = block(x, training=True)
+        loss = tf.reduce_sum(y * tf.sin(x))
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
+    end = {w.path for w in block.branch_end.weights}
+    assert before[block.branch_end.kernel.path].any()
+    for weight in block.weights:
+        if weight.path in end:
+            assert not np.asarray(weight).any()
+        else:
+            np.testing.assert_array_equal(np.asarray(weight), before[weight.path])
+    kernel_gradient = tape.gradient(loss, block.branch_end.kernel)
+    assert np.abs(np.asarray(kernel_gradient)).max() > 1e-3

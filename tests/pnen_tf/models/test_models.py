@@ -121,8 +121,8 @@ def test_untrained_memnet_starts_near_its_input():
 
 
 def test_identity_start_pnen_returns_its_input_and_keeps_the_other_weights():
-    """Every Y_m = X + 0 before training, and only the exits' last convolutions differ from a
-    build without the option under the same seed."""
+    """Every Y_m = X + 0 before training, and only the last convolutions of the exits and of
+    the PNB branches differ from a build without the option under the same seed."""
     options = dict(channels=8, num_groups=2, multi_output=True)
     keras.utils.set_random_seed(3)
     plain = models.build("pnen", **options)
@@ -132,12 +132,14 @@ def test_identity_start_pnen_returns_its_input_and_keeps_the_other_weights():
     for output in start.predict_on_batch(x):
         np.testing.assert_allclose(output, x, atol=1e-6)
     assert np.abs(plain.predict_on_batch(x)[0] - x).max() > 1e-3
-    for a, b in zip(plain.layers, start.layers):
-        for weight_a, weight_b in zip(a.get_weights(), b.get_weights()):
-            if a.name in ("exit_1_c", "exit_2_c"):
-                assert not weight_b.any()
-            else:
-                np.testing.assert_array_equal(weight_a, weight_b)
+    zeroed = {f"{layer}/{kind}" for layer in ("exit_1_c", "exit_2_c", "pnb_1/output",
+                                              "pnb_2/output") for kind in ("kernel", "bias")}
+    assert zeroed <= {weight.path for weight in start.weights}
+    for a, b in zip(plain.weights, start.weights):
+        if a.path in zeroed:
+            assert not np.asarray(b).any() and (a.path.endswith("bias") or np.asarray(a).any())
+        else:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="identity_start"):
         models.build("memnet", channels=8, num_memory_blocks=1, num_recursions=1,
                      identity_start=True)
