@@ -61,14 +61,18 @@ def _pnb(*scales):
     return ("--nonlocal", "pnb", "--nonlocal-scales", *map(str, scales))
 
 
-# A constant learning rate (--min-lr = --lr): the paper's plateau rule would halve it at
-# different epochs for different variants, noise in a comparison of short runs.
-COMMON = ("--lr", "5e-4", "--min-lr", "5e-4", "--val-crop", "96", "--patch", "48", "--batch", "8")
+def _constant_lr(lr):
+    # --min-lr = --lr: the paper's plateau rule would halve it at different epochs for
+    # different variants, noise in a comparison of short runs.
+    return ("--lr", lr, "--min-lr", lr)
+
+
+COMMON = ("--val-crop", "96", "--patch", "48", "--batch", "8")
 STUDIES = {
     "smoothing": Study(
         train=("T91", "BSD200"), test="Set5", steps=2000, steps_per_epoch=100,
         flags=("--task", "smooth", "--filter", "l0", "--model", "pnen", "--channels", "16",
-               "--num-groups", "3", *COMMON),
+               "--num-groups", "3", "--identity-start", *_constant_lr("2e-4"), *COMMON),
         variants=(Variant("none", ("--nonlocal", "none"), True, (31.95, 0.9665)),
                   Variant("pnb-2", _pnb(2), False, (32.57, 0.9706)),
                   Variant("pnb-4", _pnb(4), False, (33.17, 0.9708)),
@@ -83,7 +87,8 @@ STUDIES = {
     "denoising": Study(
         train=("Train400",), test="Set12", steps=1000, steps_per_epoch=100,
         flags=("--task", "denoise", "--sigma", "50", "--model", "memnet", "--channels", "32",
-               "--num-memory-blocks", "6", "--num-recursions", "2", *COMMON),
+               "--num-memory-blocks", "6", "--num-recursions", "2", *_constant_lr("5e-4"),
+               *COMMON),
         variants=(Variant("plain", ("--nonlocal", "none"), True, (27.38, None)),
                   Variant("deeper", ("--nonlocal", "none", "--deeper"), True, (27.42, None)),
                   Variant("nlb", ("--nonlocal", "nlb"), True, (27.41, None)),
