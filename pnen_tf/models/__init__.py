@@ -39,8 +39,9 @@ def build(name, *, scale=1, in_channels=None, channels=64, nonlocal_block=_DEFAU
         deeper: the paper's "deeper" baseline (MemNet, RDN).
         multi_output: PNEN and MemNet return [Y, Y_1, ..., Y_M] for multi-supervision (eq. 5).
         synchronized_bn: synchronised batch norm, for multi-worker training (PNEN, MemNet).
-        **options: family options: `num_groups`, `identity_start` (PNEN); `num_memory_blocks`, `num_recursions`,
-            `nonlocal_before` (MemNet); `num_blocks`, `num_layers`, `growth`, `nonlocal_after` (RDN).
+        **options: family options: `num_groups`, `identity_start` (PNEN); `num_memory_blocks`,
+            `num_recursions`, `nonlocal_before` (MemNet); `num_blocks`, `num_layers`, `growth`,
+            `nonlocal_after` (RDN).
     """
     family = get_family(name)
     family.check_scale(scale)

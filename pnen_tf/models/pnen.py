@@ -20,7 +20,7 @@ def build_pnen(in_channels, channels=64, num_groups=3, nonlocal_block=None,
     With `identity_start=True` the last convolution of every exit net and of every non-local
     block's branch start at zero, so R_m = 0 and every Y_m = Y = X before training: the network
     starts at the identity, which smoothing targets are close to, instead of at random
-    residuals it must first unlearn (docs/models.md, "Smoothing").
+    residuals it must first unlearn (docs/models.md, "How the smoothing recipe was found").
     """
     image = image_input(in_channels)
     features = layers.Conv2D(channels, 3, padding="same", name="entry")(image)
