@@ -16,8 +16,9 @@ with the Gaussian static weight phi_mu and the nonconvex Welsch potential psi_nu
 
     (I + lambda * L(u^k)) u^{k+1} = f,
 
-L(u^k) being the graph Laplacian with weights w_ij = phi(g_i - g_j) * phi'(u^k_i - u^k_j).
-As in the released code:
+L(u^k) being the graph Laplacian with weights w_ij = phi_mu(g_i - g_j) * exp(-nu |u^k_i -
+u^k_j|^2), the second factor the slope of psi_nu's quadratic majoriser at u^k. As in the
+released code:
 - i~j are the 8-connected neighbours;
 - a colour image's differences are taken in CIE Lab (its u too; the solve is in RGB, one
   Laplacian for the three channels), a gray one's on its values;
@@ -27,7 +28,8 @@ As in the released code:
 - u^0 is the constant image 1, so the first step is the static-guidance (WLS) filter;
 - 10 steps.
 The min-max normalisation makes the bandwidth of each step relative to the current iterate,
-so the steps are not an exact descent on one E; the released code is what the paper ran.
+so the steps are not an exact descent on one E: where the two differ, this module follows the
+code, the filter as its authors distribute it.
 
 The system is solved exactly (sparse LU, float64). Its sparsity pattern is the grid's and does
 not change between steps, so the structure is built once, in a nested-dissection order of the
@@ -138,7 +140,7 @@ class _System:
 
 
 def sd_filter(f, lam=DEFAULTS["lam"], mu=DEFAULTS["mu"], nu=DEFAULTS["nu"],
-              steps=DEFAULTS["steps"], guidance=None, callback=None):
+              steps=DEFAULTS["steps"], guidance=None):
     """Smooth a float image ([H, W] or [H, W, C], values in [0, 1]) with the SD filter.
 
     Args:
@@ -148,7 +150,6 @@ def sd_filter(f, lam=DEFAULTS["lam"], mu=DEFAULTS["mu"], nu=DEFAULTS["nu"],
         nu: bandwidth of the dynamic guidance weight (the same).
         steps: number of majorize-minimize iterations.
         guidance: static guidance g; the image itself when None.
-        callback: called as `callback(step, u)` after each iteration.
 
     Returns:
         The filtered image, float64, same shape as `f`.
@@ -166,11 +167,9 @@ def sd_filter(f, lam=DEFAULTS["lam"], mu=DEFAULTS["mu"], nu=DEFAULTS["nu"],
     static = _edge_weights(_features(g), system.i, system.j, mu)
     rhs = f3.reshape(height * width, channels)
     u = np.ones_like(f3)  # the released code's constant start u^0 = 1
-    for step in range(steps):
+    for _ in range(steps):
         weights = static * _edge_weights(_features(u), system.i, system.j, nu)
         u = system.solve(weights, lam, rhs).reshape(height, width, channels)
-        if callback is not None:
-            callback(step, u.reshape(f.shape))
     return u.reshape(f.shape)
 
 
