@@ -68,8 +68,9 @@ def _edge_weights(features, i, j, bandwidth):
     """`makeweightsL2`: exp(-bandwidth * d) + 1e-5 per edge, d the squared difference
     min-max normalised over the edges (all equal: left as they are, as Grady's `normalize`)."""
     d = np.sum((features[i] - features[j]) ** 2, axis=-1)
-    if d.size and d.max() > d.min():
-        d = (d - d.min()) / (d.max() - d.min())
+    low, high = (d.min(), d.max()) if d.size else (0.0, 0.0)
+    if high > low:
+        d = (d - low) / (high - low)
     return np.exp(-bandwidth * d) + _EPSILON
 
 
