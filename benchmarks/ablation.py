@@ -11,7 +11,8 @@ the variant's flags and the seed differ. The rows that carry the paper's claims 
 whose log.csv reaches its last epoch and that has best.keras is skipped, a run with a
 config.json is continued (--resume), and --steps may grow between invocations (more epochs of
 the same length). Each run's best.keras is evaluated once by `python -m training.evaluate` on
-the study's test set (Set5 against the L0 filter's output; Set12 with sigma-50 noise), each
+the study's test set (Set5 against the L0 filter's output; Set12 with sigma-50 noise), as is
+the untrained baseline once (the unfiltered image; the noisy input), each
 variant's cost (parameters, GMACs at the training patch, training-step memory, s/step) once by
 `benchmarks.cost` in a fresh process. Results: <results>/ablation-<study>.json and .md.
 """
@@ -55,6 +56,7 @@ class Study:
     variants: tuple
     claims: tuple  # (variant, variant) pairs whose difference the paper claims
     paper: str
+    baseline: tuple  # `training.evaluate` flags of the untrained baseline on the test set
 
 
 def _pnb(*scales):
@@ -83,7 +85,8 @@ STUDIES = {
                   Variant("apnb", ("--nonlocal", "apnb"), True, (32.10, None))),
         claims=(("pnb-2-4-8", "none"), ("pnb-2-4-8", "nlb"), ("pnb-2-4-8", "apnb"),
                 ("pnb-2-4-8", "pnb-2"), ("pnb-2-4-8", "pnb-4"), ("pnb-2-4-8", "pnb-8")),
-        paper="Tables II-III: PNEN at C = 64, 96x96 patches; PSNR/SSIM against the L0 filter"),
+        paper="Tables II-III: PNEN at C = 64, 96x96 patches; PSNR/SSIM against the L0 filter",
+        baseline=("--task", "smooth", "--filter", "l0", "--baseline", "identity")),
     "denoising": Study(
         train=("Train400",), test="Set12", steps=1000, steps_per_epoch=100,
         flags=("--task", "denoise", "--sigma", "50", "--model", "memnet", "--channels", "32",
@@ -94,7 +97,8 @@ STUDIES = {
                   Variant("nlb", ("--nonlocal", "nlb"), True, (27.41, None)),
                   Variant("pnb", ("--nonlocal", "pnb"), True, (27.49, None))),
         claims=(("pnb", "plain"), ("pnb", "deeper"), ("pnb", "nlb")),
-        paper="Table IV: MemNet M6R6 at C = 64; Set12 PSNR at sigma 50"),
+        paper="Table IV: MemNet M6R6 at C = 64; Set12 PSNR at sigma 50",
+        baseline=("--task", "denoise", "--sigma", "50", "--baseline", "noisy")),
 }
 METRICS = ("val_psnr", "val_ssim", "test_psnr", "test_ssim", "s_per_step")
 VALIDATION_EVERY = 20  # every 20th image of the sorted training folders validates
@@ -178,28 +182,41 @@ def unknown_flags(command):
     return parser().parse_known_args(command[3:])[1]
 
 
-def evaluate(run, test_folder):
-    """Evaluate the run's best.keras on the test set unless done since it was saved; the
-    report's path, or None when the evaluation failed."""
-    model, report = os.path.join(run, "best.keras"), os.path.join(run, "eval", "results.json")
-    if os.path.isfile(report) and os.path.getmtime(report) >= os.path.getmtime(model):
+def evaluate(folder, source, test_folder, since=0.0):
+    """`training.evaluate` of `source` (its --model or --baseline flags) on the test set into
+    <folder>/eval unless a report newer than `since` is there; the report's path, or None when
+    the evaluation failed."""
+    report = os.path.join(folder, "eval", "results.json")
+    if os.path.isfile(report) and os.path.getmtime(report) >= since:
         return report
-    command = [sys.executable, "-m", "training.evaluate", "--model", model,
+    command = [sys.executable, "-m", "training.evaluate", *source,
                "--data", test_folder, "--out", os.path.dirname(report)]
-    return report if execute(command, os.path.join(run, "eval.log")) == 0 else None
+    return report if execute(command, os.path.join(folder, "eval.log")) == 0 else None
+
+
+def evaluate_run(run, test_folder):
+    """`evaluate` of the run's best.keras, again whenever it was saved after the report."""
+    model = os.path.join(run, "best.keras")
+    return evaluate(run, ("--model", model), test_folder, os.path.getmtime(model))
+
+
+def report_scores(report):
+    """(PSNR, SSIM) over the test set of a `training.evaluate` report."""
+    with open(report) as f:
+        test = next(iter(json.load(f)["folders"].values()))
+    return test["psnr"], test["ssim"]
 
 
 def run_result(run, seed, report, per_epoch):
     """One run's scores: the best validation epoch's (best.keras's) and the test set's."""
     rows = log_rows(run)
     best = max(rows, key=lambda r: float(r["val_psnr"]))
-    with open(report) as f:
-        test = next(iter(json.load(f)["folders"].values()))
+    test_psnr, test_ssim = report_scores(report)
     seconds = float(np.median([float(r["seconds"]) for r in rows]))
     return {"seed": seed, "status": "finished", "epochs": len(rows),
             "steps": int(rows[-1]["step"]), "val_psnr": float(best["val_psnr"]),
-            "val_ssim": float(best["val_ssim"]), "test_psnr": test["psnr"],
-            "test_ssim": test["ssim"], "s_per_step": seconds / per_epoch}
+            "val_ssim": float(best["val_ssim"]), "test_psnr": test_psnr,
+            "test_ssim": test_ssim, "s_per_step": seconds / per_epoch}
 
 
 def variant_cost(command, cache):
@@ -263,7 +280,7 @@ def run_variant(args, study, variant, data):
             if execute(command, os.path.join(run, "fit.log")) != 0:
                 runs.append({"seed": seed, "status": f"failed: see {run}/fit.log"})
                 continue
-        report = evaluate(run, os.path.join(args.datasets, study.test))
+        report = evaluate_run(run, os.path.join(args.datasets, study.test))
         runs.append(run_result(run, seed, report, per_epoch) if report else
                     {"seed": seed, "status": f"evaluation failed: see {run}/eval.log"})
     return runs, command
@@ -290,6 +307,24 @@ def collect(args, study, data):
     return rows, claims
 
 
+def baseline_scores(args, study, rows):
+    """The untrained baseline's (unfiltered image, noisy input) scores beside finished runs
+    (None without one): on the test set, evaluated once, and on the validation split, as the
+    runs' logs record them."""
+    logs = [log_rows(os.path.join(args.root, args.study, f"{row['variant']}-seed{run['seed']}"))
+            for row in rows for run in row["runs"] if run["status"] == "finished"]
+    if not logs:
+        return None
+    scores = {"name": study.baseline[-1], "flags": list(study.baseline),
+              "val_psnr": float(logs[0][0]["baseline_psnr"]),
+              "val_ssim": float(logs[0][0]["baseline_ssim"])}
+    folder = os.path.join(args.root, args.study, "baseline")
+    report = evaluate(folder, study.baseline, os.path.join(args.datasets, study.test))
+    if report:
+        scores["test_psnr"], scores["test_ssim"] = report_scores(report)
+    return scores
+
+
 def _stat(summary, digits):
     """"mean ± sd" of a summary ("mean" for one seed, "—" for none)."""
     if summary is None:
@@ -300,6 +335,18 @@ def _stat(summary, digits):
 
 def _cost(cost, key, form):
     return format(cost[key], form) if key in (cost or {}) else "—"
+
+
+def _baseline_line(base, reference):
+    """The table's row of the untrained baseline: scores only, its Δ to the first variant."""
+    def value(key, digits):
+        return f"{base[key]:.{digits}f}" if key in base else "—"
+
+    delta = (f"{base['test_psnr'] - reference['mean']:+.2f}"
+             if reference and "test_psnr" in base else "—")
+    return "| " + " | ".join([f"{base['name']} (untrained baseline)", *["—"] * 6,
+                              value("val_psnr", 2), value("val_ssim", 4), value("test_psnr", 2),
+                              value("test_ssim", 4), delta, "—"]) + " |"
 
 
 def markdown(result):
@@ -314,6 +361,8 @@ def markdown(result):
              "| variant | seeds | params | GMACs | train-step GB | s/step (cost) "
              f"| s/step (training) | val PSNR | val SSIM | {study.test} PSNR | {study.test} SSIM "
              f"| Δ PSNR vs {first['variant']} | paper PSNR / SSIM |", "|" + "---|" * 13]
+    if result.get("baseline"):
+        lines.append(_baseline_line(result["baseline"], reference))
     for row in rows:
         s, cost, paper = row["summary"], row["cost"], row["paper"] or {}
         done = sum(r["status"] == "finished" for r in row["runs"])
@@ -372,8 +421,8 @@ def main(argv=None):
     command = ["python", "-m", "benchmarks.ablation", *(sys.argv[1:] if argv is None else argv)]
     result = {"study": args.study, "machine": machine(), "date": datetime.date.today().isoformat(),
               "command": shlex.join(command), "steps": epochs * per_epoch, "epochs": epochs,
-              "steps_per_epoch": per_epoch, "flags": list(study.flags), "rows": rows,
-              "claims": claims}
+              "steps_per_epoch": per_epoch, "flags": list(study.flags),
+              "baseline": baseline_scores(args, study, rows), "rows": rows, "claims": claims}
     os.makedirs(args.results, exist_ok=True)
     stem = os.path.join(args.results, f"ablation-{args.study}")
     table = markdown(result)

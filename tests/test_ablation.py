@@ -12,6 +12,7 @@ from training.config import parser as fit_parser
 
 # Test-set PSNR of seed 0 per variant; seed k adds 0.1 k (a spread of 0.07 dB over two seeds).
 PSNR = {"none": 30.0, "pnb-2-4-8": 31.0, "nlb": 30.05, "apnb": 30.3, "pnb-2": 30.5}
+BASELINE_PSNR = 28.5  # the unfiltered image's
 
 
 class FakeTools:
@@ -57,11 +58,16 @@ class FakeTools:
         return 1 if stop < args.epochs else 0
 
     def evaluate(self, command):
-        model, out = command[command.index("--model") + 1], command[command.index("--out") + 1]
-        variant, seed = os.path.basename(os.path.dirname(model)).rsplit("-seed", 1)
+        out = command[command.index("--out") + 1]
+        if "--baseline" in command:
+            psnr = BASELINE_PSNR
+        else:
+            model = command[command.index("--model") + 1]
+            variant, seed = os.path.basename(os.path.dirname(model)).rsplit("-seed", 1)
+            psnr = PSNR[variant] + 0.1 * int(seed)
         os.makedirs(out, exist_ok=True)
         folder = os.path.basename(command[command.index("--data") + 1])
-        summary = {folder: {"psnr": PSNR[variant] + 0.1 * int(seed), "ssim": 0.9, "images": []}}
+        summary = {folder: {"psnr": psnr, "ssim": 0.9, "images": []}}
         with open(os.path.join(out, "results.json"), "w") as f:
             json.dump({"config": {}, "folders": summary}, f)
         return 0
@@ -125,6 +131,15 @@ def test_every_run_shares_the_budget_and_the_table_gives_the_spread(folders, mon
     assert "| nlb | 2/2 |" in table and "30.10 ± 0.07" in table
     assert "+0.05 within seed noise" in table
     assert "| 32.4 / — |" in table and "pnb-2-4-8 − none: +1.00 dB Set5 PSNR" in table
+    # The unfiltered image, evaluated once by the study's own protocol; its validation PSNR
+    # is what the runs' logs record for it.
+    baselines = [c for c in tools.calls if "--baseline" in c]
+    assert len(baselines) == 1 and baselines[0][3:9] == ["--task", "smooth", "--filter", "l0",
+                                                          "--baseline", "identity"]
+    assert result["baseline"]["test_psnr"] == BASELINE_PSNR
+    assert result["baseline"]["val_psnr"] == 20
+    baseline = "| identity (untrained baseline) |" + " — |" * 6
+    assert f"{baseline} 20.00 | 0.7000 | 28.50 | 0.9000 | -1.55 | — |" in table
 
 
 def test_a_second_invocation_skips_finished_runs_and_resumes_the_others(folders, monkeypatch):
