@@ -226,6 +226,7 @@ def variant_cost(command, cache):
     config = resolve(parser().parse_args(command[3:]))
     payload = {"family": config["model"], "options": build_options(config),
                "batch": config["batch"], "patch": config["patch"]}
+    payload = json.loads(json.dumps(payload))  # as the cache reads back: tuples become lists
     if os.path.isfile(cache):
         with open(cache) as f:
             saved = json.load(f)
@@ -249,11 +250,12 @@ def summarise(values):
 
 def difference(a, b):
     """{"delta": mean(a) - mean(b), "note"}: within seed noise when the seeds' ranges overlap,
-    unknown noise when either side has one seed."""
+    beyond it when they do not, unknown noise when either side has one seed."""
     if a is None or b is None:
         return None
     note = ("one seed: noise unknown" if min(a["n"], b["n"]) < 2 else
-            "within seed noise" if a["min"] <= b["max"] and b["min"] <= a["max"] else "")
+            "within seed noise" if a["min"] <= b["max"] and b["min"] <= a["max"] else
+            "beyond seed noise")
     return {"delta": a["mean"] - b["mean"], "note": note}
 
 
@@ -378,7 +380,7 @@ def markdown(result):
                        for k in ("psnr", "ssim")),
         ]) + " |")
     lines += ["", "Mean ± sample standard deviation over the seeds; a difference is within seed "
-              "noise when the two rows' per-seed ranges overlap.", ""]
+              "noise when the two rows' per-seed ranges overlap, beyond it when they do not.", ""]
     lines += [f"- {c['better']} − {c['than']}: {c['delta']:+.2f} dB {study.test} PSNR"
               + (f" ({c['note']})" if c["note"] else "") for c in result["claims"]]
     return "\n".join(lines) + "\n"

@@ -124,13 +124,13 @@ def test_every_run_shares_the_budget_and_the_table_gives_the_spread(folders, mon
     assert nlb["runs"][0]["s_per_step"] == pytest.approx(0.5) and nlb["runs"][0]["steps"] == 300
     claims = {(c["better"], c["than"]): c for c in result["claims"]}
     assert claims[("pnb-2-4-8", "none")]["delta"] == pytest.approx(1.0)
-    assert claims[("pnb-2-4-8", "none")]["note"] == ""
+    assert claims[("pnb-2-4-8", "none")]["note"] == "beyond seed noise"
     # NLB's 30.05-30.15 overlaps none's 30.0-30.1: no claim of a difference.
     assert "nlb | 2/2 |" in capsys.readouterr().out
     table = open(os.path.join(folders[2], "ablation-smoothing.md")).read()
     assert "| nlb | 2/2 |" in table and "30.10 ± 0.07" in table
     assert "+0.05 within seed noise" in table
-    assert "| 32.4 / — |" in table and "pnb-2-4-8 − none: +1.00 dB Set5 PSNR" in table
+    assert "| 32.4 / — |" in table and "− none: +1.00 dB Set5 PSNR (beyond seed noise)" in table
     # The unfiltered image, evaluated once by the study's own protocol; its validation PSNR
     # is what the runs' logs record for it.
     baselines = [c for c in tools.calls if "--baseline" in c]
@@ -146,16 +146,17 @@ def test_a_second_invocation_skips_finished_runs_and_resumes_the_others(folders,
     root = folders[1]
     crashed = f"{root}/smoothing/apnb-seed1"
     tools = FakeTools(monkeypatch, crash=[crashed])
-    assert _run(folders, "--variants", "none", "apnb", "--steps", "200") == 0
+    assert _run(folders, "--variants", "none", "apnb", "pnb-2", "--steps", "200") == 0
     result = json.load(open(os.path.join(folders[2], "ablation-smoothing.json")))
     apnb = next(r for r in result["rows"] if r["variant"] == "apnb")
     assert apnb["runs"][1]["status"].startswith("failed") and apnb["summary"]["test_psnr"]["n"] == 1
 
     tools.calls.clear()
-    assert _run(folders, "--variants", "none", "apnb", "--steps", "200") == 0
+    assert _run(folders, "--variants", "none", "apnb", "pnb-2", "--steps", "200") == 0
     assert tools.trained() == [f"{crashed} resume"]
     assert tools.evaluated() == [crashed]  # the others' reports are newer than their models
-    assert len(tools.costs) == 2  # measured once per variant, then read back
+    # Measured once per variant, then read back (pnb-2's options hold a tuple of scales).
+    assert len(tools.costs) == 3
 
     tools.calls.clear()
     assert _run(folders, "--variants", "none", "--steps", "300", "--seeds", "0") == 0
@@ -195,7 +196,7 @@ def test_spread_and_noise_notes():
     one, two, three = (ablation.summarise(v) for v in ([1.0], [1.0, 1.2], [1.25, 1.5, None]))
     assert one["sd"] is None and two["sd"] == pytest.approx(0.1414, abs=1e-4)
     assert three["n"] == 2 and ablation.summarise([None]) is None
-    assert ablation.difference(three, two) == {"delta": pytest.approx(0.275), "note": ""}
+    assert ablation.difference(three, two) == {"delta": pytest.approx(0.275), "note": "beyond seed noise"}
     assert ablation.difference(two, ablation.summarise([1.1, 1.3]))["note"] == "within seed noise"
     assert ablation.difference(one, two)["note"] == "one seed: noise unknown"
 
