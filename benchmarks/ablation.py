@@ -158,6 +158,10 @@ def fit_command(study, variant, seed, data, steps, out):
             "--steps-per-epoch", str(per_epoch), "--seed", str(seed), "--out", out]
 
 
+def run_folder(args, variant, seed):
+    return os.path.join(args.root, args.study, f"{variant}-seed{seed}")
+
+
 def log_rows(run):
     path = os.path.join(run, "log.csv")
     if not os.path.isfile(path):
@@ -265,7 +269,7 @@ def run_variant(args, study, variant, data):
     epochs, per_epoch = schedule(study, args.steps)
     runs = []
     for seed in seeds:
-        run = os.path.join(args.root, args.study, f"{variant.name}-seed{seed}")
+        run = run_folder(args, variant.name, seed)
         command = fit_command(study, variant, seed, data, args.steps, run)
         state = run_state(run, epochs)
         if state == "resume":
@@ -313,13 +317,14 @@ def baseline_scores(args, study, rows):
     """The untrained baseline's (unfiltered image, noisy input) scores beside finished runs
     (None without one): on the test set, evaluated once, and on the validation split, as the
     runs' logs record them."""
-    logs = [log_rows(os.path.join(args.root, args.study, f"{row['variant']}-seed{run['seed']}"))
-            for row in rows for run in row["runs"] if run["status"] == "finished"]
-    if not logs:
+    finished = next((run_folder(args, row["variant"], run["seed"]) for row in rows
+                     for run in row["runs"] if run["status"] == "finished"), None)
+    if finished is None:
         return None
+    first_epoch = log_rows(finished)[0]
     scores = {"name": study.baseline[-1], "flags": list(study.baseline),
-              "val_psnr": float(logs[0][0]["baseline_psnr"]),
-              "val_ssim": float(logs[0][0]["baseline_ssim"])}
+              "val_psnr": float(first_epoch["baseline_psnr"]),
+              "val_ssim": float(first_epoch["baseline_ssim"])}
     folder = os.path.join(args.root, args.study, "baseline")
     report = evaluate(folder, study.baseline, os.path.join(args.datasets, study.test))
     if report:
