@@ -29,7 +29,10 @@ logits have a standard deviation of `LOGIT_STD`: peaked enough that a wrong runn
 or normaliser would show.
 
 Every run is a fresh process, and its peak RSS its own (`peak_rss_gb`; "+GB": above its
-RSS once the framework and the inputs were loaded). Within a round the implementations
+RSS once the framework and the inputs were loaded). RSS counts the pages of the framework's
+shared libraries it touched (TensorFlow's about 0.5 GB, PyTorch's about 0.25), which the system
+shares between processes and can drop; "peak private" is the anonymous memory alone (heap,
+tensors: `measure.PeakAnon`, sampled during the calls), with its own "+GB". Within a round the implementations
 alternate, in an order rotated from round to round, and each round starts with the matmul
 peaks (`benchmarks.measure.matmul_peak_gflops`, 4096^2 by default, TensorFlow, each dtype):
 rates compare with the machine as it was in that round. A run times a first call
@@ -217,7 +220,7 @@ def _peaks(payload):
 
 
 def child(payload):
-    from benchmarks.measure import peak_rss_gb, rss_gb
+    from benchmarks.measure import PeakAnon, anon_gb, peak_rss_gb, rss_gb
 
     os.environ["KERAS_BACKEND"] = "jax" if payload["impl"] == "jax" else "tensorflow"
     if payload["impl"] == "peaks":
@@ -228,21 +231,23 @@ def child(payload):
     step, info = prepare(arrays, payload)
     if step is None:
         return info
-    base = rss_gb()
-    start = time.perf_counter()
-    results = step()
-    first = time.perf_counter() - start + info.pop("compile_seconds", 0.0)
-    seconds = []
-    for _ in range(payload["repeats"]):
+    base, base_anon = rss_gb(), anon_gb()
+    with PeakAnon() as peak_anon:
         start = time.perf_counter()
         results = step()
-        seconds.append(time.perf_counter() - start)
+        first = time.perf_counter() - start + info.pop("compile_seconds", 0.0)
+        seconds = []
+        for _ in range(payload["repeats"]):
+            start = time.perf_counter()
+            results = step()
+            seconds.append(time.perf_counter() - start)
     queries, keys = branch_shape(height, width, payload["stride"])
     names, counts = ("out", "d_query", "d_key", "d_value"), (queries, queries, keys, keys)
     samples = {name: r.reshape(-1, r.shape[-1])[sample_rows(count)].tolist()
                for name, r, count in zip(names, results, counts)}
     return {**info, "first_seconds": first, "seconds": seconds, "peak_gb": peak_rss_gb(),
-            "base_gb": base, "samples": samples}
+            "base_gb": base, "peak_anon_gb": peak_anon.gb, "base_anon_gb": base_anon,
+            "samples": samples}
 
 
 def cpu_has_bf16():
@@ -351,6 +356,9 @@ class Report:
                 "gflops": rate, "of_peak": rate / peak if rate and peak else None,
                 "peak_gb": worst("peak_gb"),
                 "added_gb": max((r["peak_gb"] - r["base_gb"] for r in done), default=None),
+                "peak_anon_gb": worst("peak_anon_gb"),
+                "added_anon_gb": max((r["peak_anon_gb"] - r["base_anon_gb"] for r in done
+                                      if "peak_anon_gb" in r), default=None),
                 "vs_ours_fp32": worst("vs_ours_fp32"), "vs_exact": worst("vs_exact"),
                 "version": runs[0].get("version"),
                 "note": "; ".join(sorted({r.get("error") or r.get("note") or "" for r in runs} - {""})),
@@ -362,8 +370,8 @@ class Report:
                  "# matmul peaks per round (GFLOP/s): " + "; ".join(
                      ", ".join(f"{d} {v:.0f}" for d, v in p.items()) for p in self.peaks),
                  "| stride | queries x keys | pass | dtype | impl | s (per round) | first call s "
-                 "| GFLOP/s | of matmul peak | peak RSS GB | +GB | max abs diff vs ours fp32 "
-                 "| vs exact (fp64) | note |", "|" + "---|" * 14]
+                 "| GFLOP/s | of matmul peak | peak RSS GB | +GB | peak private GB | +GB "
+                 "| max abs diff vs ours fp32 | vs exact (fp64) | note |", "|" + "---|" * 16]
         for row in self.summary():
             lines.append(
                 f"| {row['stride']} | {row['shape']} | {row['pass']} | {row['dtype']} | {row['impl']} "
@@ -371,6 +379,7 @@ class Report:
                 f"| {' / '.join(f'{s:.2f}' for s in row['first_seconds']) or '—'} "
                 f"| {_fmt(row['gflops'], '.0f')} | {_fmt(row['of_peak'], '.0%')} "
                 f"| {_fmt(row['peak_gb'], '.2f')} | {_fmt(row['added_gb'], '.2f')} "
+                f"| {_fmt(row['peak_anon_gb'], '.2f')} | {_fmt(row['added_anon_gb'], '.2f')} "
                 f"| {_fmt(row['vs_ours_fp32'], '.1e')} | {_fmt(row['vs_exact'], '.1e')} "
                 f"| {row['note']} |")
         return "\n".join(lines)

@@ -119,6 +119,44 @@ def rss_gb():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
+def anon_gb():
+    """Private (anonymous) resident memory of this process now (Linux `RssAnon`): the heap,
+    tensors and stacks; not the pages of its shared libraries, which RSS also counts and
+    other processes share."""
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+    return kib / 2**20
+
+
+class PeakAnon:
+    """The largest `anon_gb` while inside, sampled every `interval` seconds by a thread
+    (Linux keeps no high-water mark of it); `.gb` after the block. A peak shorter than the
+    interval can be missed: it measures working sets that live for many milliseconds."""
+
+    def __init__(self, interval=0.002):
+        self.interval, self.gb = interval, 0.0
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        self.gb = anon_gb()
+
+        def sample():
+            while not self._stop.wait(self.interval):
+                self.gb = max(self.gb, anon_gb())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.gb = max(self.gb, anon_gb())
+        return False
+
+
 def peak_device_gb():
     """Peak memory in use on the accelerator under JAX (`memory_stats`), or None (a CPU, whose
     tensors `peak_rss_gb` counts, or a device that keeps no statistics)."""

@@ -46,3 +46,17 @@ def test_macs_counted_by_tracing_equal_those_of_a_call():
     with count_macs() as macs:
         model(image)
     assert traced_macs(model, image.shape) == macs["conv"] + macs["attention"] > 0
+
+
+def test_peak_anon_sees_memory_freed_before_the_block_ends():
+    import time
+
+    from benchmarks.measure import PeakAnon, anon_gb
+
+    start = anon_gb()
+    with PeakAnon() as peak:
+        block = np.ones(2**27 // 8)  # 128 MiB, touched; numpy returns it to the system on del
+        time.sleep(0.05)
+        del block
+    assert anon_gb() < start + 0.06  # gone again: only the sampling thread saw it
+    assert peak.gb >= start + 0.12

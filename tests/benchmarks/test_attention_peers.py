@@ -24,6 +24,7 @@ def _check_against_exact(result, size, stride, atol=1e-5):
         if name in result["samples"]:
             np.testing.assert_allclose(result["samples"][name], expected, atol=atol)
     assert len(result["seconds"]) == 1 and result["peak_gb"] > 0
+    assert result["peak_anon_gb"] >= result["base_anon_gb"] > 0
 
 
 def test_branch_shapes_are_those_of_the_issue():
@@ -96,7 +97,8 @@ def test_the_report_compares_every_run_with_ours_in_fp32(tmp_path, monkeypatch, 
             return {"machine": "test machine", "peaks": {"float32": 100.0}}
         shift = {"tf": 0.0, "torch": 1e-3}[run["impl"]]
         return {"version": run["impl"], "first_seconds": 2.0, "seconds": [1.0 + run["round"]],
-                "peak_gb": 1.5, "base_gb": 1.0, "samples": {"out": (out + shift).tolist()}}
+                "peak_gb": 1.5, "base_gb": 1.0, "peak_anon_gb": 0.75 + run["round"] / 4,
+                "base_anon_gb": 0.5, "samples": {"out": (out + shift).tolist()}}
 
     monkeypatch.setattr(peers, "_run", fake_run)
     monkeypatch.setattr(peers, "cpu_has_bf16", lambda: False)
@@ -111,5 +113,6 @@ def test_the_report_compares_every_run_with_ours_in_fp32(tmp_path, monkeypatch, 
     assert rows["torch"]["vs_ours_fp32"] == pytest.approx(1e-3, rel=1e-3)
     assert rows["tf"]["vs_ours_fp32"] == 0 and rows["tf"]["vs_exact"] < 1e-6
     assert rows["torch"]["seconds"] == [1.0, 2.0] and rows["torch"]["added_gb"] == 0.5
+    assert rows["tf"]["peak_anon_gb"] == 1.0 and rows["tf"]["added_anon_gb"] == 0.5  # the worst round
     assert rows["tf"]["gflops"] == pytest.approx(2 * 24 * 6 * 96 / 1.5 / 1e9)
     assert len(result["runs"]) == 4 and result["peaks"] == [{"float32": 100.0}] * 2
