@@ -12,6 +12,10 @@ whose every figure is measured or read here, not typed in:
 - steps, cpu_hours, validation_curve: the run's `log.csv`, up to the epoch that wrote
   `best.keras` (`cpu_hours` is the wall-clock time of those epochs), preceded by the same of
   the run whose `best.keras` its `--init` named, if any (a fine-tuning's first phase), and so on;
+  where the first run started from a shipped preset (`--init NAME`: a fresh machine keeps no
+  run folders), that preset's card: its curve up to its `steps`, its `cpu_hours`, and its
+  `training_command`, which the new card's continues. A preset fine-tuned from itself replaces
+  it only if it validates better on the same validation images;
 - results and baseline_results: `training.evaluate` of the model and of its task's baseline
   on each public set that the preset's targets name (Set5, Set12; the blind denoiser at each
   target sigma), measured once, here;
@@ -79,17 +83,46 @@ def lineage(run):
         runs.insert(0, parent)
 
 
-def training_path(run):
+def _started_from(run):
+    """The --init of the first run of `run`'s lineage (None without one)."""
+    with open(os.path.join(lineage(run)[0], "config.json")) as file:
+        return json.load(file).get("init")
+
+
+def preset_history(run):
+    """The shipped preset that the first run of `run`'s lineage started from (`--init NAME`),
+    as its card tells it, or None: a fresh machine keeps no run folders, the card keeps their
+    figures. {"rows": its validation curve up to its `steps` (the epoch its weights come
+    from), "cpu_hours", "command"}."""
+    from pnen_tf.models.presets import PRESETS, PRESETS_DIR
+
+    init = _started_from(run)
+    if init not in PRESETS or os.path.exists(init):  # a path, not a preset's name
+        return None
+    card_file = os.path.join(PRESETS_DIR, f"{init}.json")
+    if not os.path.isfile(card_file):
+        raise FileNotFoundError(f"{card_file}: the run started from preset {init!r}, whose "
+                                "card (its earlier training) is not there")
+    with open(card_file) as file:
+        card = json.load(file)
+    return {"rows": [r for r in card["validation_curve"] if r["step"] <= card["steps"]],
+            "cpu_hours": card["cpu_hours"], "command": card["training_command"]}
+
+
+def training_path(run, history=None):
     """(rows, best): the epochs that trained `run`'s best.keras over its whole lineage, each
     phase up to its best epoch but the last, which is shown whole, with `epoch` and `step`
     counted from the first phase's start and `phase` numbering the runs; and the last phase's
-    best row, renumbered the same way."""
-    path, epochs, steps = [], 0, 0
+    best row, renumbered the same way. `history` (`preset_history`): the phases before the
+    lineage, which it continues."""
+    path = list(history["rows"]) if history else []
+    epochs, steps, phases = ((path[-1]["epoch"], path[-1]["step"], path[-1]["phase"])
+                             if path else (0, 0, 0))
     runs = lineage(run)
-    for phase, folder in enumerate(runs, 1):
+    for phase, folder in enumerate(runs, phases + 1):
         rows = read_log(folder)
         best = best_epoch(rows)
-        if phase < len(runs):
+        if folder != runs[-1]:
             rows = [r for r in rows if r["epoch"] <= best["epoch"]]
         path += [{**r, "phase": phase, "epoch": r["epoch"] + epochs, "step": r["step"] + steps}
                  for r in rows]
@@ -156,9 +189,9 @@ def architecture(info, model):
     return f"{info.model} ({options}); {model.count_params():,} parameters"
 
 
-def make_card(run, name, command, benchmarks, notes=None):
+def make_card(run, name, command, benchmarks, notes=None, history=None):
     """The card of run's best.keras as preset `name` (the model file must already be in
-    place: measuring loads it by name)."""
+    place: measuring loads it by name); `history`: `preset_history(run)`, read before."""
     from pnen_tf.models import from_preset
     from pnen_tf.models.presets import PRESETS
     from training.presets import measure_check
@@ -166,8 +199,9 @@ def make_card(run, name, command, benchmarks, notes=None):
     with open(os.path.join(run, "config.json")) as file:
         config = json.load(file)
     model = from_preset(name)  # the run's best.keras, copied in; its facts attached
-    rows, best = training_path(run)
-    used = [r for r in rows if r["epoch"] <= best["epoch"]]
+    rows, best = training_path(run, history)
+    used = [r for r in rows if r["epoch"] <= best["epoch"] and "seconds" in r]
+    earlier_hours = history["cpu_hours"] if history else 0.0
     data_text, sources = training_data(config)
     # The check image first: one image decides a refusal before the benchmark sets run.
     check, base = measure_check(name)
@@ -180,8 +214,9 @@ def make_card(run, name, command, benchmarks, notes=None):
         "architecture": architecture(model.pnen_tf_info, model),
         "parameters": int(sum(math.prod(w.shape) for w in model.trainable_weights)),
         "training_data": data_text, "training_data_source": sources,
-        "training_command": command, "steps": best["step"],
-        "cpu_hours": round(sum(r["seconds"] for r in used) / 3600, 2),
+        "training_command": f"{history['command']}\n{command}" if history else command,
+        "steps": best["step"],
+        "cpu_hours": round(earlier_hours + sum(r["seconds"] for r in used) / 3600, 2),
         "results": results, "baseline_results": baselines,
         "check": {"margin_db": margin, "measured_db": round(check - base, 3)},
         "validation_curve": [{k: round(r[k], 4) for k in ("phase", "epoch", "step", "val_psnr",
@@ -215,12 +250,15 @@ def ship(run, name, command, benchmarks, replace=False, notes=None):
     source = os.path.join(run, "best.keras")
     if not os.path.isfile(source):
         raise FileNotFoundError(f"{source}: no best.keras in the run folder")
+    history = preset_history(run)  # before a --replace of that same preset rewrites its card
+    if history and replace and _started_from(run) == name:
+        _check_improves(run, name, history)
     target = os.path.join(PRESETS_DIR, f"{name}.keras")
     previous = _read(target)
     with open(source, "rb") as file:
         write_atomically(target, file.read())
     try:
-        card = make_card(run, name, command, benchmarks, notes)
+        card = make_card(run, name, command, benchmarks, notes, history)
     except BaseException:  # the package keeps what it shipped before, or nothing
         if previous is None:
             os.remove(target)
@@ -230,6 +268,23 @@ def ship(run, name, command, benchmarks, replace=False, notes=None):
     write_atomically(os.path.join(PRESETS_DIR, f"{name}.json"),
                      json.dumps(card, indent=2) + "\n")
     return card
+
+
+def _check_improves(run, name, history):
+    """Refuse to replace preset `name` by a fine-tuning of itself that validates worse: the
+    same validation split scored both, and the run's best.keras is its own best epoch, which
+    may still lose to the weights it started from."""
+    shipped = history["rows"][-1]
+    rows, best = training_path(run)
+    if abs(rows[0]["baseline_psnr"] - shipped["baseline_psnr"]) > 1e-3:
+        raise ValueError(f"{run}: validated on other images than preset {name!r} (baseline "
+                         f"{rows[0]['baseline_psnr']:.3f} dB against its "
+                         f"{shipped['baseline_psnr']:.3f}): whether it improves on the preset "
+                         "is unknown; not shipped")
+    if best["val_psnr"] <= shipped["val_psnr"]:
+        raise ValueError(f"{run}: its best validation PSNR, {best['val_psnr']:.3f} dB, does not "
+                         f"improve on preset {name!r}'s {shipped['val_psnr']:.3f}, which it started from; "
+                         "not shipped")
 
 
 def _read(path):

@@ -98,3 +98,30 @@ def test_a_fine_tuned_run_counts_the_run_it_started_from(tmp_path, setup):
     assert [(p["phase"], p["epoch"], p["step"], p["val_psnr"]) for p in curve] == [
         (1, 1, 200, 20.0), (1, 2, 400, 22.5), (2, 3, 500, 22.0), (2, 4, 600, 23.0),
         (2, 5, 700, 22.8)]
+
+
+def test_a_run_started_from_a_shipped_preset_continues_its_card(tmp_path, setup, capsys):
+    """Fine-tuning `--init NAME` on a machine without the preset's run folders: the new card
+    counts the preset's card (curve up to its steps, hours, command), and a fine-tuning that
+    validates worse than the preset it started from does not replace it."""
+    folder, bench = setup
+    assert ship.main([_run(tmp_path, BOX), NAME, "--command", "phase 1",
+                      "--benchmarks", bench]) == 0  # best epoch 2: 400 steps, 1.5 h
+    worse = _run(tmp_path, BOX, name="worse", init=NAME,
+                 log=[(1, 100, 22.0, 600.0), (2, 200, 22.4, 600.0)])
+    shipped = (folder / f"{NAME}.json").read_text()
+    argv = ["--benchmarks", bench, "--replace", "--command", "phase 2"]
+    assert ship.main([worse, NAME, *argv]) == 2
+    assert "does not improve on preset" in capsys.readouterr().err
+    assert (folder / f"{NAME}.json").read_text() == shipped
+
+    better = _run(tmp_path, BOX, name="better", init=NAME,
+                  log=[(1, 100, 22.0, 600.0), (2, 200, 23.0, 1200.0), (3, 300, 22.9, 600.0)])
+    assert ship.main([better, NAME, *argv]) == 0
+    card = json.loads((folder / f"{NAME}.json").read_text())
+    assert card["training_command"] == "phase 1\nphase 2"
+    assert card["steps"] == 400 + 200
+    assert card["cpu_hours"] == round(1.5 + (600 + 1200) / 3600, 2)
+    assert [(p["phase"], p["epoch"], p["step"], p["val_psnr"]) for p in card["validation_curve"]] == [
+        (1, 1, 200, 20.0), (1, 2, 400, 22.5), (2, 3, 500, 22.0), (2, 4, 600, 23.0),
+        (2, 5, 700, 22.9)]
