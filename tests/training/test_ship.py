@@ -21,7 +21,7 @@ NAME = "denoise-gray-s30"
 LOG = [(1, 200, 20.0, 3600.0), (2, 400, 22.5, 1800.0), (3, 600, 21.0, 900.0)]
 
 
-def _run(root, kernel, name="run", log=LOG, init=None):
+def _run(root, kernel, name="run", log=LOG, init=None, baseline=18.6):
     run = root / name
     os.makedirs(run)
     save_filter(run / "best.keras", kernel)
@@ -34,7 +34,7 @@ def _run(root, kernel, name="run", log=LOG, init=None):
         writer.writerow(["epoch", "step", "loss", "lr", "val_psnr", "val_ssim", "baseline_psnr",
                          "baseline_ssim", "seconds"])
         for epoch, step, psnr, seconds in log:
-            writer.writerow([epoch, step, 0.01, 1e-3, psnr, 0.7, 18.6, 0.3, seconds])
+            writer.writerow([epoch, step, 0.01, 1e-3, psnr, 0.7, baseline, 0.3, seconds])
     return str(run)
 
 
@@ -113,6 +113,10 @@ def test_a_run_started_from_a_shipped_preset_continues_its_card(tmp_path, setup,
     argv = ["--benchmarks", bench, "--replace", "--command", "phase 2"]
     assert ship.main([worse, NAME, *argv]) == 2
     assert "does not improve on preset" in capsys.readouterr().err
+    elsewhere = _run(tmp_path, BOX, name="elsewhere", init=NAME, baseline=19.0,
+                     log=[(1, 100, 30.0, 600.0)])  # other validation images: not comparable
+    assert ship.main([elsewhere, NAME, *argv]) == 2
+    assert "validated on other images" in capsys.readouterr().err
     assert (folder / f"{NAME}.json").read_text() == shipped
 
     better = _run(tmp_path, BOX, name="better", init=NAME,
