@@ -93,7 +93,7 @@ def preset_history(run):
     """The shipped preset that the first run of `run`'s lineage started from (`--init NAME`),
     as its card tells it, or None: a fresh machine keeps no run folders, the card keeps their
     figures. {"rows": its validation curve up to its `steps` (the epoch its weights come
-    from), "cpu_hours", "command"}."""
+    from), "cpu_hours", "command", "hardware"}."""
     from pnen_tf.models.presets import PRESETS, PRESETS_DIR
 
     init = _started_from(run)
@@ -106,7 +106,8 @@ def preset_history(run):
     with open(card_file) as file:
         card = json.load(file)
     return {"rows": [r for r in card["validation_curve"] if r["step"] <= card["steps"]],
-            "cpu_hours": card["cpu_hours"], "command": card["training_command"]}
+            "cpu_hours": card["cpu_hours"], "command": card["training_command"],
+            "hardware": card.get("hardware")}
 
 
 def training_path(run, history=None):
@@ -222,7 +223,7 @@ def make_card(run, name, command, benchmarks, notes=None, history=None):
         "validation_curve": [{k: round(r[k], 4) for k in ("phase", "epoch", "step", "val_psnr",
                                                            "val_ssim", "baseline_psnr")}
                              for r in rows],
-        "hardware": _cpu(),
+        "hardware": _hardware(history),
     }
     if notes:
         card["notes"] = notes
@@ -237,6 +238,14 @@ def _cpu():
     except (OSError, StopIteration):
         model = platform.processor() or platform.machine()
     return f"{model}, {os.cpu_count()} cores, no GPU"
+
+
+def _hardware(history):
+    """This machine; after the preset's own where that was another (phase by phase)."""
+    here = _cpu()
+    if not history or history["hardware"] in (None, here):
+        return here
+    return f"{history['hardware']} (phases 1-{history['rows'][-1]['phase']}); then {here}"
 
 
 def ship(run, name, command, benchmarks, replace=False, notes=None):

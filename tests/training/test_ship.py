@@ -119,11 +119,15 @@ def test_a_run_started_from_a_shipped_preset_continues_its_card(tmp_path, setup,
     assert "validated on other images" in capsys.readouterr().err
     assert (folder / f"{NAME}.json").read_text() == shipped
 
+    first = json.loads((folder / f"{NAME}.json").read_text())
+    first["hardware"] = "another CPU, 2 cores, no GPU"
+    (folder / f"{NAME}.json").write_text(json.dumps(first))
     better = _run(tmp_path, BOX, name="better", init=NAME,
                   log=[(1, 100, 22.0, 600.0), (2, 200, 23.0, 1200.0), (3, 300, 22.9, 600.0)])
     assert ship.main([better, NAME, *argv]) == 0
     card = json.loads((folder / f"{NAME}.json").read_text())
     assert card["training_command"] == "phase 1\nphase 2"
+    assert card["hardware"] == f"another CPU, 2 cores, no GPU (phases 1-1); then {ship._cpu()}"
     assert card["steps"] == 400 + 200
     assert card["cpu_hours"] == round(1.5 + (600 + 1200) / 3600, 2)
     assert [(p["phase"], p["epoch"], p["step"], p["val_psnr"]) for p in card["validation_curve"]] == [
