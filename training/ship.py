@@ -241,11 +241,13 @@ def _cpu():
 
 
 def _hardware(history):
-    """This machine; after the preset's own where that was another (phase by phase)."""
+    """This machine; after the machines of the preset's card where its last was another."""
     here = _cpu()
-    if not history or history["hardware"] in (None, here):
+    if not history or not history["hardware"]:
         return here
-    return f"{history['hardware']} (phases 1-{history['rows'][-1]['phase']}); then {here}"
+    if history["hardware"].rsplit("; then ", 1)[-1] == here:
+        return history["hardware"]
+    return f"{history['hardware']}; then {here}"
 
 
 def ship(run, name, command, benchmarks, replace=False, notes=None):

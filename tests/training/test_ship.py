@@ -127,7 +127,8 @@ def test_a_run_started_from_a_shipped_preset_continues_its_card(tmp_path, setup,
     assert ship.main([better, NAME, *argv]) == 0
     card = json.loads((folder / f"{NAME}.json").read_text())
     assert card["training_command"] == "phase 1\nphase 2"
-    assert card["hardware"] == f"another CPU, 2 cores, no GPU (phases 1-1); then {ship._cpu()}"
+    assert card["hardware"] == f"another CPU, 2 cores, no GPU; then {ship._cpu()}"
+    assert ship._hardware({"hardware": card["hardware"]}) == card["hardware"]  # same machine again
     assert card["steps"] == 400 + 200
     assert card["cpu_hours"] == round(1.5 + (600 + 1200) / 3600, 2)
     assert [(p["phase"], p["epoch"], p["step"], p["val_psnr"]) for p in card["validation_curve"]] == [
