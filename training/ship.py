@@ -83,29 +83,23 @@ def lineage(run):
         runs.insert(0, parent)
 
 
-def _started_from(run):
-    """The --init of the first run of `run`'s lineage (None without one)."""
-    with open(os.path.join(lineage(run)[0], "config.json")) as file:
-        return json.load(file).get("init")
-
-
 def preset_history(run):
     """The shipped preset that the first run of `run`'s lineage started from (`--init NAME`),
     as its card tells it, or None: a fresh machine keeps no run folders, the card keeps their
-    figures. {"rows": its validation curve up to its `steps` (the epoch its weights come
-    from), "cpu_hours", "command", "hardware"}."""
-    from pnen_tf.models.presets import PRESETS, PRESETS_DIR
+    figures. {"name", "rows": its validation curve up to its `steps` (the epoch its weights
+    come from), "cpu_hours", "command", "hardware"}."""
+    from pnen_tf.models.presets import read_card, resolve
 
-    init = _started_from(run)
-    if init not in PRESETS or os.path.exists(init):  # a path, not a preset's name
+    with open(os.path.join(lineage(run)[0], "config.json")) as file:
+        init = json.load(file).get("init")
+    if not init or resolve(init) == init:  # no --init, or a model file's path
         return None
-    card_file = os.path.join(PRESETS_DIR, f"{init}.json")
-    if not os.path.isfile(card_file):
-        raise FileNotFoundError(f"{card_file}: the run started from preset {init!r}, whose "
-                                "card (its earlier training) is not there")
-    with open(card_file) as file:
-        card = json.load(file)
-    return {"rows": [r for r in card["validation_curve"] if r["step"] <= card["steps"]],
+    card = read_card(init)
+    if "validation_curve" not in card:
+        raise FileNotFoundError(f"the run started from preset {init!r}, whose card (its "
+                                "earlier training) is not in the package")
+    return {"name": init,
+            "rows": [r for r in card["validation_curve"] if r["step"] <= card["steps"]],
             "cpu_hours": card["cpu_hours"], "command": card["training_command"],
             "hardware": card.get("hardware")}
 
@@ -262,7 +256,7 @@ def ship(run, name, command, benchmarks, replace=False, notes=None):
     if not os.path.isfile(source):
         raise FileNotFoundError(f"{source}: no best.keras in the run folder")
     history = preset_history(run)  # before a --replace of that same preset rewrites its card
-    if history and replace and _started_from(run) == name:
+    if history and replace and history["name"] == name:
         _check_improves(run, name, history)
     target = os.path.join(PRESETS_DIR, f"{name}.keras")
     previous = _read(target)
