@@ -14,8 +14,9 @@ whose every figure is measured or read here, not typed in:
   the run whose `best.keras` its `--init` named, if any (a fine-tuning's first phase), and so on;
   where the first run started from a shipped preset (`--init NAME`: a fresh machine keeps no
   run folders), that preset's card: its curve up to its `steps`, its `cpu_hours`, and its
-  `training_command`, which the new card's continues. A preset fine-tuned from itself replaces
-  it only if it validates better on the same validation images;
+  `training_command`, which the new card's continues. A model replaces a shipped preset (a
+  fine-tuning of it, of another preset, or a new run) only if it validates better on the same
+  validation images;
 - results and baseline_results: `training.evaluate` of the model and of its task's baseline
   on each public set that the preset's targets name (Set5, Set12; the blind denoiser at each
   target sigma), measured once, here;
@@ -98,10 +99,15 @@ def preset_history(run):
     if "validation_curve" not in card:
         raise FileNotFoundError(f"the run started from preset {init!r}, whose card (its "
                                 "earlier training) is not in the package")
-    return {"name": init,
-            "rows": [r for r in card["validation_curve"] if r["step"] <= card["steps"]],
+    return {"name": init, "rows": shipped_curve(card),
             "cpu_hours": card["cpu_hours"], "command": card["training_command"],
             "hardware": card.get("hardware")}
+
+
+def shipped_curve(card):
+    """A preset card's validation curve up to its `steps`: the epochs that trained the weights
+    it ships, the last of them theirs."""
+    return [r for r in card["validation_curve"] if r["step"] <= card["steps"]]
 
 
 def training_path(run, history=None):
@@ -256,8 +262,8 @@ def ship(run, name, command, benchmarks, replace=False, notes=None):
     if not os.path.isfile(source):
         raise FileNotFoundError(f"{source}: no best.keras in the run folder")
     history = preset_history(run)  # before a --replace of that same preset rewrites its card
-    if history and replace and history["name"] == name:
-        _check_improves(run, name, history)
+    if replace:
+        _check_improves(run, name)
     target = os.path.join(PRESETS_DIR, f"{name}.keras")
     previous = _read(target)
     with open(source, "rb") as file:
@@ -275,21 +281,31 @@ def ship(run, name, command, benchmarks, replace=False, notes=None):
     return card
 
 
-def _check_improves(run, name, history):
-    """Refuse to replace preset `name` by a fine-tuning of itself that validates worse: the
-    same validation split scored both, and the run's best.keras is its own best epoch, which
-    may still lose to the weights it started from."""
-    shipped = history["rows"][-1]
-    rows, best = training_path(run)
-    if abs(rows[0]["baseline_psnr"] - shipped["baseline_psnr"]) > 1e-3:
+def _check_improves(run, name):
+    """Refuse to replace preset `name` by a model that validates no better than the weights
+    it ships: a fine-tuning of the preset itself (whose best.keras, its own best epoch, may
+    still lose to the weights it started from), one started from another preset, or a new
+    run. Comparable only when the same validation split scored both (the same baseline)."""
+    from pnen_tf.models.presets import PRESETS_DIR
+
+    card_file = os.path.join(PRESETS_DIR, f"{name}.json")
+    if not os.path.isfile(card_file):
+        return  # no measured figures to beat
+    with open(card_file) as file:
+        card = json.load(file)
+    if "validation_curve" not in card:
+        return
+    shipped = shipped_curve(card)[-1]
+    _, best = training_path(run)
+    if abs(best["baseline_psnr"] - shipped["baseline_psnr"]) > 1e-3:
         raise ValueError(f"{run}: validated on other images than preset {name!r} (baseline "
-                         f"{rows[0]['baseline_psnr']:.3f} dB against its "
+                         f"{best['baseline_psnr']:.3f} dB against its "
                          f"{shipped['baseline_psnr']:.3f}): whether it improves on the preset "
                          "is unknown; not shipped")
     if best["val_psnr"] <= shipped["val_psnr"]:
         raise ValueError(f"{run}: its best validation PSNR, {best['val_psnr']:.3f} dB, does not "
-                         f"improve on preset {name!r}'s {shipped['val_psnr']:.3f}, which it started from; "
-                         "not shipped")
+                         f"improve on preset {name!r}'s {shipped['val_psnr']:.3f}, which it would "
+                         "replace; not shipped")
 
 
 def _read(path):

@@ -102,8 +102,8 @@ def test_a_fine_tuned_run_counts_the_run_it_started_from(tmp_path, setup):
 
 def test_a_run_started_from_a_shipped_preset_continues_its_card(tmp_path, setup, capsys):
     """Fine-tuning `--init NAME` on a machine without the preset's run folders: the new card
-    counts the preset's card (curve up to its steps, hours, command), and a fine-tuning that
-    validates worse than the preset it started from does not replace it."""
+    counts the preset's card (curve up to its steps, hours, command), and neither a
+    fine-tuning nor a new run that validates no better than the shipped preset replaces it."""
     folder, bench = setup
     assert ship.main([_run(tmp_path, BOX), NAME, "--command", "phase 1",
                       "--benchmarks", bench]) == 0  # best epoch 2: 400 steps, 1.5 h
@@ -117,6 +117,9 @@ def test_a_run_started_from_a_shipped_preset_continues_its_card(tmp_path, setup,
                      log=[(1, 100, 30.0, 600.0)])  # other validation images: not comparable
     assert ship.main([elsewhere, NAME, *argv]) == 2
     assert "validated on other images" in capsys.readouterr().err
+    fresh = _run(tmp_path, BOX, name="fresh", log=[(1, 100, 22.5, 600.0)])  # no --init: ties
+    assert ship.main([fresh, NAME, *argv]) == 2
+    assert "does not improve on preset" in capsys.readouterr().err
     assert (folder / f"{NAME}.json").read_text() == shipped
 
     first = json.loads((folder / f"{NAME}.json").read_text())
