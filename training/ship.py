@@ -252,7 +252,7 @@ def _hardware(history):
 
 def ship(run, name, command, benchmarks, replace=False, notes=None):
     """Copy run/best.keras into the package as preset `name` and write its card."""
-    from pnen_tf.models.presets import PRESETS, PRESETS_DIR, is_shipped
+    from pnen_tf.models.presets import PRESETS, card_file, is_shipped, weights_file
 
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -264,7 +264,7 @@ def ship(run, name, command, benchmarks, replace=False, notes=None):
     history = preset_history(run)  # before a --replace of that same preset rewrites its card
     if replace:
         _check_improves(run, name)
-    target = os.path.join(PRESETS_DIR, f"{name}.keras")
+    target = weights_file(name)
     previous = _read(target)
     with open(source, "rb") as file:
         write_atomically(target, file.read())
@@ -276,7 +276,7 @@ def ship(run, name, command, benchmarks, replace=False, notes=None):
         else:
             write_atomically(target, previous)
         raise
-    write_atomically(os.path.join(PRESETS_DIR, f"{name}.json"),
+    write_atomically(card_file(name),
                      json.dumps(card, indent=2) + "\n")
     return card
 
@@ -286,12 +286,12 @@ def _check_improves(run, name):
     it ships: a fine-tuning of the preset itself (whose best.keras, its own best epoch, may
     still lose to the weights it started from), one started from another preset, or a new
     run. Comparable only when the same validation split scored both (the same baseline)."""
-    from pnen_tf.models.presets import PRESETS_DIR
+    from pnen_tf.models.presets import card_file
 
-    card_file = os.path.join(PRESETS_DIR, f"{name}.json")
-    if not os.path.isfile(card_file):
+    path = card_file(name)
+    if not os.path.isfile(path):
         return  # no measured figures to beat
-    with open(card_file) as file:
+    with open(path) as file:
         card = json.load(file)
     if "validation_curve" not in card:
         return

@@ -91,6 +91,11 @@ def weights_file(name):
     return os.path.join(PRESETS_DIR, f"{_known(name)}.keras")
 
 
+def card_file(name):
+    """Where the preset's card, `<name>.json` (its measured figures), lies in the package."""
+    return os.path.join(PRESETS_DIR, f"{_known(name)}.json")
+
+
 def is_shipped(name):
     """Whether this version ships the preset's weights."""
     return os.path.isfile(weights_file(name))
@@ -134,15 +139,15 @@ def read_card(name):
     facts = ModelInfo.read(weights_file(name))
     card.update({k: facts.get(k) for k in ("model", "in_channels", "input")
                  if facts.get(k) is not None})
-    card_file = os.path.join(PRESETS_DIR, f"{name}.json")
-    if os.path.isfile(card_file):
-        with open(card_file) as file:
+    path = card_file(name)
+    if os.path.isfile(path):
+        with open(path) as file:
             fields = json.load(file)
         if not isinstance(fields, dict):
-            raise ValueError(f"{card_file}: a card is a JSON object")
+            raise ValueError(f"{path}: a card is a JSON object")
         clashes = sorted(k for k in fields if k in card and fields[k] != card[k])
         if clashes:
-            raise ValueError(f"{card_file}: {', '.join(clashes)} differ from the preset "
+            raise ValueError(f"{path}: {', '.join(clashes)} differ from the preset "
                              "table or the model file's facts")
         card.update(fields)
     return card
