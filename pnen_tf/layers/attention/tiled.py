@@ -10,8 +10,10 @@ passes over the tile as on the products, so each pass saved counts.
 
 The backward pass is a custom gradient that recomputes the tiles from the saved log-sum-exp
 instead of storing them (the FlashAttention recipe), in one pass over the tiles, so training
-memory is linear too. Loop steps wait for the previous one (`wait_for`), so that a tile or two
-are alive at a time, under TensorFlow's parallel loop iterations too.
+memory is linear too. Loop steps wait for the previous one (the forward pass's through the
+running log-sum-exp, the backward pass's through `wait_for`), so that a tile or two are alive at
+a time, under TensorFlow's parallel loop iterations too. Key and value blocks are sliced, not
+gathered: a slice along the leading axis is a view under TensorFlow, a gather a copy.
 """
 
 from keras import ops
@@ -43,10 +45,9 @@ def _forward(tiles, sequential):
         def step(j, carry):
             running_lse, acc, pseudo_share = carry
             # Every tile-sized tensor of a step depends on the running log-sum-exp of the last
-            # one: tied to it alone, only the next block's gathers run ahead, and the next
-            # logits product may start while this step's product with the values finishes
-            # (tied to every carry, the steps cannot overlap so: BENCHMARKS.md, section 2).
-            j = wait_for(j, running_lse)
+            # one, so steps need no `wait_for`: only the next blocks' slices (views, not
+            # copies) run ahead, and the next logits product may start while this step's
+            # product with the values finishes.
             # The carry key's logit is the running log-sum-exp of the blocks so far, so one
             # softmax over the tile weighs this block's keys against everything before it: its
             # last column is the weight of the output so far, exp(running - new log-sum-exp).
@@ -54,12 +55,12 @@ def _forward(tiles, sequential):
             logits = tiles.logits(rows, block_t)
             p = ops.softmax(logits, axis=-1)
             carry_weight = p[..., -1:]
-            acc = acc * carry_weight + tiles.matmul(p, ops.take(tiles.values, j, axis=0))
+            acc = acc * carry_weight + tiles.matmul(p, tiles.values[j])
             # Where a carry weight is too small for its log (a block outweighing everything
             # before it by e^69), the tile's log-sum-exp is taken directly, from its logits made
             # again: a conditional handed the tile's logits and probabilities slows every step
-            # under TensorFlow, whether or not that branch runs (BENCHMARKS.md, section 2); its
-            # gathered key block, inside the branch, kept tf2onnx from inferring the loop's shapes.
+            # under TensorFlow, whether or not that branch runs (BENCHMARKS.md, section 2); a key
+            # block taken inside the branch kept tf2onnx from inferring the loop's shapes.
             new_lse = ops.cond(
                 ops.min(carry_weight) >= _SMALLEST_CARRY_WEIGHT,
                 lambda: running_lse - ops.log(carry_weight),
@@ -101,8 +102,8 @@ def _backward(tiles, d_out, out, lse):
     def block_step(j, carry):
         d_q, d_keys, d_values = carry
         j = wait_for(j, carry)
-        key, block_t = ops.take(tiles.keys, j, axis=0), tiles.block_t(j)
-        value_t = ops.take(values_t, j, axis=0)
+        key, block_t = tiles.keys[j], tiles.block_t(j)
+        value_t = values_t[j]
 
         def chunk_step(c, carry):
             d_q, d_k, d_v = carry
@@ -111,11 +112,11 @@ def _backward(tiles, d_out, out, lse):
             # A carry logit of -1e30: the carry key gets probability 0 and no gradient.
             c_q_rows = tiles.query_rows(c_q, ops.full_like(c_q[..., :1], NEG_LARGE))
             c_delta = ops.sum(c_do * tiles.rows(out, c), axis=-1, keepdims=True)
-            p = ops.exp(tiles.logits(c_q_rows, block_t) - ops.take(lse, c, axis=0))
+            p = ops.exp(tiles.logits(c_q_rows, block_t) - lse[c])
             d_s = p * (tiles.matmul(c_do, value_t) - c_delta)
             d_k = d_k + tiles.matmul(ops.transpose(d_s, (0, 2, 1)), c_q)
             d_v = d_v + tiles.matmul(ops.transpose(p, (0, 2, 1)), c_do)
-            d_q_chunk = ops.take(d_q, c, axis=0) + tiles.matmul(d_s, key)
+            d_q_chunk = d_q[c] + tiles.matmul(d_s, key)
             return ops.scatter_update(d_q, ops.reshape(c, (1, 1)), d_q_chunk[None]), d_k, d_v
 
         zeros = (ops.zeros_like(d_keys[0]), ops.zeros_like(d_values[0]))

@@ -101,8 +101,10 @@ class Tiles:
         return ops.cast(ops.matmul(ops.cast(a, dtype), ops.cast(b, dtype)), "float32")
 
     def block_t(self, j):
-        """Key block `j` with its bias row, carry key and carry indicator, transposed."""
-        return ops.take(self.keys_t, j, axis=0)
+        """Key block `j` with its bias row, carry key and carry indicator, transposed (under
+        TensorFlow a view of `keys_t`, not a copy, where blocks are 64-byte aligned: planned
+        blocks are, having a multiple of 16 columns)."""
+        return self.keys_t[j]
 
     def logits(self, q_rows, block_t):
         """Logits of `query_rows` against a key block (`block_t`) and its carry key (the last
