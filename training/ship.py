@@ -190,9 +190,10 @@ def architecture(info, model):
     return f"{info.model} ({options}); {model.count_params():,} parameters"
 
 
-def make_card(run, name, command, benchmarks, notes=None, history=None):
+def make_card(run, name, command, benchmarks, history, path, notes=None):
     """The card of run's best.keras as preset `name` (the model file must already be in
-    place: measuring loads it by name); `history`: `preset_history(run)`, read before."""
+    place: measuring loads it by name); `history`: `preset_history(run)`, read before;
+    `path`: `training_path(run, history)`."""
     from pnen_tf.models import from_preset
     from pnen_tf.models.presets import PRESETS
     from training.presets import measure_check
@@ -200,7 +201,7 @@ def make_card(run, name, command, benchmarks, notes=None, history=None):
     with open(os.path.join(run, "config.json")) as file:
         config = json.load(file)
     model = from_preset(name)  # the run's best.keras, copied in; its facts attached
-    rows, best = training_path(run, history)
+    rows, best = path
     used = [r for r in rows if r["epoch"] <= best["epoch"] and "seconds" in r]
     earlier_hours = history["cpu_hours"] if history else 0.0
     data_text, sources = training_data(config)
@@ -262,14 +263,15 @@ def ship(run, name, command, benchmarks, replace=False, notes=None):
     if not os.path.isfile(source):
         raise FileNotFoundError(f"{source}: no best.keras in the run folder")
     history = preset_history(run)  # before a --replace of that same preset rewrites its card
+    path = training_path(run, history)
     if replace:
-        _check_improves(run, name)
+        _check_improves(run, name, best=path[1])
     target = weights_file(name)
     previous = _read(target)
     with open(source, "rb") as file:
         write_atomically(target, file.read())
     try:
-        card = make_card(run, name, command, benchmarks, notes, history)
+        card = make_card(run, name, command, benchmarks, history, path, notes)
     except BaseException:  # the package keeps what it shipped before, or nothing
         if previous is None:
             os.remove(target)
@@ -281,22 +283,18 @@ def ship(run, name, command, benchmarks, replace=False, notes=None):
     return card
 
 
-def _check_improves(run, name):
+def _check_improves(run, name, best):
     """Refuse to replace preset `name` by a model that validates no better than the weights
     it ships: a fine-tuning of the preset itself (whose best.keras, its own best epoch, may
     still lose to the weights it started from), one started from another preset, or a new
-    run. Comparable only when the same validation split scored both (the same baseline)."""
-    from pnen_tf.models.presets import card_file
+    run. Comparable only when the same validation split scored both (the same baseline).
+    `best`: the run's best row (`training_path`)."""
+    from pnen_tf.models.presets import read_card
 
-    path = card_file(name)
-    if not os.path.isfile(path):
-        return  # no measured figures to beat
-    with open(path) as file:
-        card = json.load(file)
+    card = read_card(name)
     if "validation_curve" not in card:
-        return
+        return  # no measured figures to beat
     shipped = shipped_curve(card)[-1]
-    _, best = training_path(run)
     if abs(best["baseline_psnr"] - shipped["baseline_psnr"]) > 1e-3:
         raise ValueError(f"{run}: validated on other images than preset {name!r} (baseline "
                          f"{best['baseline_psnr']:.3f} dB against its "
